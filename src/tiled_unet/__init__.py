@@ -1,0 +1,13 @@
+"""napari-tiled-unet: U-Net cell segmentation with exact overlap-tile inference on large images."""
+
+__version__ = "0.1.0"
+
+from .config import InferenceConfig, ModelConfig, NormalizationConfig, TileProgress, UNetConfig
+from .model import UNet
+from .predict import predict, predict_iter
+from .weights import builtin_models, load_model, save_model
+
+__all__ = [
+    "InferenceConfig", "ModelConfig", "NormalizationConfig", "TileProgress", "UNet", "UNetConfig",
+    "__version__", "builtin_models", "load_model", "predict", "predict_iter", "save_model",
+]

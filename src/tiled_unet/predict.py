@@ -1,0 +1,268 @@
+"""The inference engine: exact overlap-tile prediction from any array source into any sink.
+
+:func:`predict_iter` is a generator: it yields a :class:`TileProgress` after each batch
+and *returns* the probabilities (a numpy array, or the zarr array it wrote). Closing it
+(or stopping iteration) cancels between tiles. :func:`predict` runs it to the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Generator
+
+import numpy as np
+import torch
+
+from . import normalize
+from .config import InferenceConfig, TileProgress
+from .devices import auto_tile_shape, memory_budget, resolve_device, resolve_precision
+from .io import create_zarr_output, is_array_like, open_image, same_path, source_path
+from .layout import Layout, parse_layout
+from .model import UNet
+from .tiling import Tile, UNetGeometry, plan_tiles, split_tile
+
+MAX_CHUNK_BYTES = 32 * 2**20
+
+
+def _resolve_model(model: UNet | str | os.PathLike) -> UNet:
+    if isinstance(model, UNet):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from .weights import load_model
+
+        return load_model(model)
+    raise TypeError(f"expected a tiled_unet UNet, a built-in model name or a model file path, got "
+                    f"{type(model).__name__}")
+
+
+def output_chunks(layout: Layout, classes: int, step: tuple[int, ...]) -> tuple[int, ...]:
+    """Zarr chunks aligned with the output tiles: the tile step, halved until small enough."""
+    chunk = list(step)
+    while math.prod(chunk) * classes * 4 > MAX_CHUNK_BYTES and max(chunk) % 2 == 0 and max(chunk) > 16:
+        chunk[chunk.index(max(chunk))] //= 2
+    spatial = tuple(min(c, n) for c, n in zip(chunk, layout.spatial_shape))
+    return (1,) * len(layout.lead_shape) + (classes,) + spatial
+
+
+class _Sink:
+    """Where probabilities go: a new numpy array, a given array, or a zarr array on disk."""
+
+    def __init__(self, out: Any, image: Any, shape: tuple[int, ...], chunks: tuple[int, ...],
+                 dtype: str, overwrite: bool, attrs: dict[str, Any]):
+        self.path = None
+        if out is None:
+            self.array = np.empty(shape, dtype)
+            return
+        if isinstance(out, (str, os.PathLike)):
+            src = source_path(image)
+            if src is not None and same_path(src, out):
+                raise ValueError(f"output path {os.fspath(out)!r} is the input path; write the "
+                                 f"probabilities somewhere else (inputs are never overwritten)")
+            self.path = os.fspath(out)
+            self.array = create_zarr_output(out, shape, chunks, dtype, overwrite)
+            self.array.attrs.update({**attrs, "complete": False})
+            return
+        if not is_array_like(out):
+            raise TypeError(f"out must be None, a zarr path or an array, got {type(out).__name__}")
+        if tuple(out.shape) != tuple(shape):
+            raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(shape)} "
+                             f"(extra axes, classes, spatial axes)")
+        if np.dtype(out.dtype).kind != "f":
+            raise ValueError(f"out must have a float dtype for probabilities, got {out.dtype}")
+        if out is image:
+            raise ValueError("out is the input array; write the probabilities somewhere else")
+        self.array = out
+
+    def write(self, index: tuple, values: np.ndarray) -> None:
+        self.array[index] = values
+
+    def finish(self) -> Any:
+        if self.path is not None:
+            self.array.attrs["complete"] = True
+        return self.array
+
+
+def _read_tile(source: Any, layout: Layout, frame: tuple[int, ...], tile: Tile,
+               offset: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Read, normalise and mirror-pad one tile's network input: ``(C, *input_shape)``."""
+    slices, takes = tile.read_plan(layout.spatial_shape)
+    raw = np.asarray(source[layout.index(frame, slices)])
+    normalize.check_finite(raw, f"in the region {[(s.start, s.stop) for s in slices]}, frame {frame}")
+    block = layout.to_channels_first(raw)
+    for axis, take in enumerate(takes, start=1):
+        if take is not None:
+            block = np.take(block, take, axis=axis)
+    return normalize.apply(block, offset, scale)
+
+
+class _Runner:
+    """Runs batches of tiles on the device; splits a tile that runs out of GPU memory."""
+
+    def __init__(self, net: UNet, device: torch.device, amp: torch.dtype | None, channels_last: bool,
+                 geometry: UNetGeometry):
+        self.net, self.device, self.amp, self.geometry = net, device, amp, geometry
+        nd = net.config.ndim
+        self.memory_format = (torch.channels_last if nd == 2 else torch.channels_last_3d) if channels_last else None
+        self.same = net.config.padding == "same"
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                                                    enabled=self.amp is not None):
+            logits = self.net(x).float()
+        probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+        return probs.cpu().numpy()
+
+    def crop(self, tile: Tile) -> tuple[slice, ...]:
+        shift = tile.halo if self.same else 0
+        return (slice(None),) + tuple(slice(c.start + shift, c.stop + shift) for c in tile.crop_slices)
+
+    def run(self, tiles: list[Tile], inputs: list[np.ndarray],
+            reread: Callable[[Tile], np.ndarray]) -> list[tuple[Tile, np.ndarray]]:
+        """Probabilities for each tile's written region; halves batch or tile on OOM."""
+        try:
+            probs = self.forward(np.stack(inputs))
+            return [(t, p[self.crop(t)]) for t, p in zip(tiles, probs)]
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(tiles) > 1:
+                half = len(tiles) // 2
+                return (self.run(tiles[:half], inputs[:half], reread)
+                        + self.run(tiles[half:], inputs[half:], reread))
+            pieces = split_tile(tiles[0], self.geometry)
+            if len(pieces) == 1:
+                raise
+            results = []
+            for piece in pieces:
+                results += self.run([piece], [reread(piece)], reread)
+            return results
+
+
+def _choose_tile_shape(cfg: InferenceConfig, net: UNet, geometry: UNetGeometry, layout: Layout,
+                       device: torch.device) -> tuple[int, ...]:
+    if cfg.tile_shape == "auto":
+        budget = memory_budget(device, cfg.memory_budget) // cfg.batch_size
+        return auto_tile_shape(net.config, geometry, layout.spatial_shape, budget)
+    tile = tuple(int(t) for t in cfg.tile_shape)
+    if len(tile) != geometry.ndim:
+        raise ValueError(f"tile_shape must have {geometry.ndim} sizes ({layout.spatial_axes}) for this "
+                         f"{geometry.ndim}-D model, got {tile}")
+    return tile
+
+
+def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None, axes: str | None = None,
+                 overwrite: bool = False, config: InferenceConfig | None = None,
+                 **options: Any) -> Generator[TileProgress, None, Any]:
+    """Class probabilities of ``image``, tile by tile; yields progress, returns the result.
+
+    The result has axes ``(*extra, classes, *spatial)`` (``Layout.output_axes``, e.g.
+    ``"CYX"`` or ``"TCZYX"``). ``options`` are :class:`InferenceConfig` fields.
+    """
+    cfg = config if config is not None else InferenceConfig(**options)
+    net = _resolve_model(model)
+    source = open_image(image)
+    layout = parse_layout(source.shape, source.dtype, net.config, axes)
+    device = resolve_device(cfg.device)
+    amp = resolve_precision(cfg.precision, device)
+    channels_last = device.type in ("cpu", "cuda") if cfg.channels_last == "auto" else bool(cfg.channels_last)
+    if cfg.halo is not None and net.config.padding == "valid":
+        raise ValueError("halo can only be set for same-padding models; a valid-padding model's halo "
+                         "is fixed by its architecture")
+    geometry = UNetGeometry(net.config.ndim, net.config.depth, net.config.padding, cfg.halo)
+    tiles = plan_tiles(layout.spatial_shape, geometry, _choose_tile_shape(cfg, net, geometry, layout, device))
+    step = tuple(t.write_stop - t.write_start for t in tiles[0].spans)
+    classes = net.config.num_classes
+    attrs = {"axes": layout.output_axes, "model": net.model_config.name,
+             "class_names": list(net.model_config.class_names)}
+    sink = _Sink(out, image, layout.output_shape(classes), output_chunks(layout, classes, step),
+                 cfg.output_dtype, overwrite, attrs)
+    net.to(device).eval()
+    if channels_last:
+        net.to(memory_format=torch.channels_last if geometry.ndim == 2 else torch.channels_last_3d)
+    runner = _Runner(net, device, amp, channels_last, geometry)
+    frames = list(itertools.product(*(range(n) for n in layout.lead_shape)))
+    batches = [tiles[i:i + cfg.batch_size] for i in range(0, len(tiles), cfg.batch_size)]
+    readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiled-unet-read")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiled-unet-write")
+    writes: deque[Future] = deque()
+    try:
+        for f, frame in enumerate(frames):
+            offset, scale = normalize.intensity_range(
+                lambda s, fr=frame: layout.to_channels_first(np.asarray(source[layout.index(fr, s)])),
+                layout.spatial_shape, net.model_config.normalization)
+
+            def read(tile: Tile, fr=frame, o=offset, s=scale) -> np.ndarray:
+                return _read_tile(source, layout, fr, tile, o, s)
+
+            pending: deque[list[Future]] = deque()
+            upcoming = iter(batches)
+            for batch in itertools.islice(upcoming, cfg.prefetch + 1):
+                pending.append([readers.submit(read, t) for t in batch])
+            done = 0
+            for batch in batches:
+                inputs = [fut.result() for fut in pending.popleft()]
+                nxt = next(upcoming, None)
+                if nxt is not None:
+                    pending.append([readers.submit(read, t) for t in nxt])
+                for tile, probs in runner.run(batch, inputs, read):
+                    index = frame + (slice(None),) + tile.write_slices
+                    writes.append(writer.submit(sink.write, index, probs.astype(cfg.output_dtype, copy=False)))
+                while len(writes) > 2 * cfg.batch_size:
+                    writes.popleft().result()
+                done += len(batch)
+                yield TileProgress(done, len(tiles), f, len(frames))
+        while writes:
+            writes.popleft().result()
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)
+    for fut in writes:
+        fut.result()
+    return sink.finish()
+
+
+def predict(image: Any, model: UNet | str | os.PathLike, *, tile_shape: str | tuple[int, ...] = "auto",
+            device: str = "auto", out: Any = None, axes: str | None = None, overwrite: bool = False,
+            progress: Callable[[TileProgress], None] | None = None, **options: Any) -> Any:
+    """Per-pixel class probabilities of ``image`` by exact overlap-tile inference.
+
+    ``image``: numpy/zarr/dask array or a path (TIFF, zarr directory or zip, OME-Zarr).
+    ``model``: a :class:`UNet`, a built-in model name or a model file. ``out``: None
+    (return a numpy array), a zarr path (created; ``overwrite=True`` to replace) or an
+    array to fill. ``progress`` is called with a :class:`TileProgress` after each batch.
+    Other options are :class:`InferenceConfig` fields (precision, batch_size, halo,
+    memory_budget, channels_last, prefetch, output_dtype).
+    """
+    gen = predict_iter(image, model, out=out, axes=axes, overwrite=overwrite, tile_shape=tile_shape,
+                       device=device, **options)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)
+
+
+def whole_image_probabilities(image: np.ndarray, net: UNet, precision: str = "float32") -> np.ndarray:
+    """The model applied once to the whole mirror-padded image (the reference tiles must equal).
+
+    ``image`` is ``(C, *spatial)`` and already normalised. Memory grows with the image:
+    for tests and small images only.
+    """
+    from .tiling import mirror_pad_whole
+
+    geometry = net.geometry
+    padded, crop = mirror_pad_whole(image.astype(np.float32), geometry)
+    runner = _Runner(net.eval(), torch.device("cpu"), resolve_precision(precision, torch.device("cpu")),
+                     False, geometry)
+    probs = runner.forward(padded[None])[0]
+    shift = geometry.halo if net.config.padding == "same" else 0
+    return probs[(slice(None),) + tuple(slice(c.start + shift, c.stop + shift) for c in crop)]

@@ -1,0 +1,107 @@
+"""Model files: one ``.safetensors`` file, weights plus a JSON config in its header metadata.
+
+Loading never unpickles anything: a pickle or ``torch.save`` file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig, NormalizationConfig, UNetConfig
+from .model import UNet
+
+FORMAT = "tiled-unet"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+def _placeholder(ndim: int) -> UNet:
+    """An untrained, deterministically initialised network (stands in until trained models ship)."""
+    config = ModelConfig(
+        unet=UNetConfig(ndim=ndim, in_channels=1, num_classes=2, depth=3 if ndim == 2 else 2,
+                        base_channels=16 if ndim == 2 else 8),
+        normalization=NormalizationConfig(),
+        class_names=("background", "foreground"),
+        name=f"placeholder-{ndim}d",
+        description="untrained placeholder (random weights, seed 0): shows the pipeline, "
+                    "its probabilities mean nothing")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return UNet(config).eval()
+
+
+BUILTIN = {
+    "placeholder-2d": lambda: _placeholder(2),
+    "placeholder-3d": lambda: _placeholder(3),
+}
+
+
+def builtin_models() -> dict[str, str]:
+    """Names and descriptions of the models that ship with the package."""
+    return {name: make().model_config.description for name, make in BUILTIN.items()}
+
+
+def save_model(net: UNet, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``net`` (weights + config) to one ``.safetensors`` file."""
+    from . import __version__
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"model files end in .safetensors, got {path.name!r}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                "package_version": __version__, "config": json.dumps(net.model_config.to_dict())}
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+def _refuse_pickle(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if path.suffix.lower() in PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        raise ValueError(f"{path} looks like a pickle / torch.save file; these can run arbitrary code "
+                         f"when loaded and are refused. Convert it to a tiled-unet .safetensors model "
+                         f"file (tiled_unet.save_model) from code you trust")
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> UNet:
+    """A built-in model by name (see ``tiled-unet models``) or a ``.safetensors`` model file."""
+    if isinstance(name_or_path, str) and name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]().to(device)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no built-in model or model file named {os.fspath(name_or_path)!r}; "
+                                f"built-in models: {', '.join(BUILTIN)}")
+    _refuse_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable .safetensors model file (truncated or corrupted?): "
+                         f"{err}") from err
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is a safetensors file but not a tiled-unet model (no "
+                         f"format={FORMAT!r} in its metadata)")
+    version = metadata.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise ValueError(f"{path} has model format version {version!r}; this version of tiled-unet "
+                         f"reads version {FORMAT_VERSION}. Update napari-tiled-unet")
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, json.JSONDecodeError, ValueError, TypeError) as err:
+        raise ValueError(f"{path} has an invalid model config: {err}") from err
+    net = UNet(config)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: the weights do not match the architecture in its config: {err}") from err
+    return net.eval().to(device)
