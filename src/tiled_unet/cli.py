@@ -1,0 +1,131 @@
+"""The ``tiled-unet`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+
+def _tile_shape(text: str) -> str | tuple[int, ...]:
+    if text == "auto":
+        return text
+    try:
+        return tuple(int(t) for t in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or sizes like 64,256,256, got {text!r}") from None
+
+
+def _progress(event) -> None:
+    width = 30
+    filled = int(width * event.fraction)
+    frame = f" frame {event.frame + 1}/{event.frames}" if event.frames > 1 else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] tile {event.done}/{event.total}{frame}",
+          end="", file=sys.stderr, flush=True)
+
+
+def _write_tiff(path: Path, array, overwrite: bool, axes: str) -> None:
+    import tifffile
+
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {path} already exists; pass --overwrite to replace it")
+    tifffile.imwrite(path, array, imagej=False, metadata={"axes": axes})
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_iter
+    from .synthetic import sample
+
+    if (args.input is None) == (args.sample is None):
+        raise ValueError("give either an INPUT path or --sample NAME")
+    image = sample(args.sample)[0] if args.sample else args.input
+    if args.input is not None and not os.path.exists(args.input):
+        raise FileNotFoundError(f"no such input: {args.input}")
+    model = args.model or ("placeholder-3d" if args.sample == "nuclei-3d" else "placeholder-2d")
+    output = Path(args.output)
+    to_tiff = output.suffix.lower() in (".tif", ".tiff")
+    if to_tiff and output.exists() and not args.overwrite:
+        raise FileExistsError(f"output {output} already exists; pass --overwrite to replace it")
+    options = {"tile_shape": args.tile_shape, "device": args.device, "precision": args.precision,
+               "batch_size": args.batch_size}
+    if args.halo is not None:
+        options["halo"] = args.halo
+    start = time.perf_counter()
+    gen = predict_iter(image, model, out=None if to_tiff else output, axes=args.axes,
+                       overwrite=args.overwrite, **options)
+    try:
+        while True:
+            _progress(next(gen))
+    except StopIteration as stop:
+        probs = stop.value
+    print(file=sys.stderr)
+    axes = probs.attrs["axes"] if not to_tiff else _output_axes(image, model, args.axes)
+    if to_tiff:
+        _write_tiff(output, probs, args.overwrite, axes)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {output}: class probabilities, axes {axes}, shape {tuple(probs.shape)}, "
+          f"{elapsed:.1f} s")
+    return 0
+
+
+def _output_axes(image, model, axes: str | None) -> str:
+    from .io import open_image
+    from .layout import parse_layout
+    from .predict import _resolve_model
+
+    source = open_image(image)
+    return parse_layout(source.shape, source.dtype, _resolve_model(model).config, axes).output_axes
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .weights import builtin_models
+
+    for name, description in builtin_models().items():
+        print(f"{name:16s} {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiled-unet", description="U-Net cell segmentation for large "
+                                     "2D/3D microscopy images")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="per-pixel class probabilities by exact overlap-tile inference")
+    p.add_argument("input", nargs="?", help="TIFF file, zarr directory / .zip, or OME-Zarr image")
+    p.add_argument("-o", "--output", required=True, help="output: a .zarr directory or a .tif file")
+    p.add_argument("--sample", choices=["nuclei-2d", "nuclei-3d"], help="use a built-in synthetic sample")
+    p.add_argument("--model", help="built-in model name (see 'tiled-unet models') or .safetensors file")
+    p.add_argument("--tile-shape", type=_tile_shape, default="auto", help="output tile, e.g. 64,256,256, "
+                   "or 'auto' (largest that fits the memory budget)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    p.add_argument("--halo", type=int, help="context per side for same-padding models (default: exact)")
+    p.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX, YXC (default: inferred)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("models", help="list the built-in models")
+    m.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileExistsError, FileNotFoundError, TypeError) as err:
+        print(f"\ntiled-unet: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ntiled-unet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
