@@ -84,13 +84,23 @@ def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def within_path(inner: str | os.PathLike, outer: str | os.PathLike) -> bool:
+    """True if ``inner`` is ``outer`` or lies inside it (replacing ``outer`` would delete it)."""
+    inner, outer = os.path.realpath(inner), os.path.realpath(outer)
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
 def source_path(image: Any) -> str | None:
-    """The file system path behind an input, where there is one."""
+    """The file system path behind an input, where there is one (a zarr array inside a
+    group: the array's own path, inside the store)."""
     if isinstance(image, (str, os.PathLike)):
         return os.fspath(image)
     store = getattr(image, "store", None)
     root = getattr(store, "root", None) or getattr(store, "path", None)
-    return os.fspath(root) if root is not None else None
+    if root is None:
+        return None
+    inner = getattr(image, "path", "") if isinstance(image, zarr.Array) else ""
+    return os.path.join(os.fspath(root), inner) if inner else os.fspath(root)
 
 
 def create_zarr_output(path: str | os.PathLike, shape: tuple[int, ...], chunks: tuple[int, ...],

@@ -20,7 +20,7 @@ import torch
 from . import normalize
 from .config import InferenceConfig, TileProgress
 from .devices import auto_tile_shape, memory_budget, resolve_device, resolve_precision
-from .io import create_zarr_output, is_array_like, open_image, same_path, source_path
+from .io import create_zarr_output, is_array_like, open_image, source_path, within_path
 from .layout import Layout, parse_layout
 from .model import UNet
 from .tiling import Tile, UNetGeometry, plan_tiles, split_tile
@@ -59,9 +59,10 @@ class _Sink:
             return
         if isinstance(out, (str, os.PathLike)):
             src = source_path(image)
-            if src is not None and same_path(src, out):
-                raise ValueError(f"output path {os.fspath(out)!r} is the input path; write the "
-                                 f"probabilities somewhere else (inputs are never overwritten)")
+            if src is not None and within_path(src, out):
+                raise ValueError(f"output path {os.fspath(out)!r} is (or contains) the input path "
+                                 f"{src!r}; write the probabilities somewhere else (inputs are never "
+                                 f"overwritten)")
             self.path = os.fspath(out)
             self.array = create_zarr_output(out, shape, chunks, dtype, overwrite)
             self.array.attrs.update({**attrs, "complete": False})

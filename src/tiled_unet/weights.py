@@ -65,8 +65,10 @@ def save_model(net: UNet, path: str | os.PathLike, overwrite: bool = False) -> P
 
 def _refuse_pickle(path: Path) -> None:
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if path.suffix.lower() in PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        head = fh.read(9)
+    # a safetensors file starts with its 8-byte header length (any first byte) and then "{"
+    magic = head[8:9] != b"{" and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04")
+    if path.suffix.lower() in PICKLE_SUFFIXES or magic:
         raise ValueError(f"{path} looks like a pickle / torch.save file; these can run arbitrary code "
                          f"when loaded and are refused. Convert it to a tiled-unet .safetensors model "
                          f"file (tiled_unet.save_model) from code you trust")
