@@ -214,12 +214,13 @@ def test_output_dtype_float16(run, net2d, image2d):
     np.testing.assert_allclose(half, full, atol=1e-3)
 
 
-def test_train_mode_network_is_switched_to_eval(run, image2d):
-    """Dropout would make tiles disagree; inference always runs in eval mode."""
+def test_train_mode_network_runs_in_eval_mode_and_is_restored(run, image2d):
+    """Dropout would make tiles disagree; inference runs in eval mode, then the mode is restored."""
     net = build_net(seed=4, dropout=0.5, batch_norm=True).train()
     first = run(image2d, net, tile_shape=(16, 16))
+    assert net.training
+    np.testing.assert_array_equal(first, run(image2d, net.eval(), tile_shape=(16, 16)))
     assert not net.training
-    np.testing.assert_array_equal(first, run(image2d, net, tile_shape=(16, 16)))
 
 
 def test_single_class_model_gives_sigmoid(run, image2d):

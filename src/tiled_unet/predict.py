@@ -184,6 +184,7 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
              "class_names": list(net.model_config.class_names)}
     sink = _Sink(out, image, layout.output_shape(classes), output_chunks(layout, classes, step),
                  cfg.output_dtype, overwrite, attrs)
+    was_training = net.training
     net.to(device).eval()
     if channels_last:
         net.to(memory_format=torch.channels_last if geometry.ndim == 2 else torch.channels_last_3d)
@@ -224,6 +225,7 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)
+        net.train(was_training)
     for fut in writes:
         fut.result()
     return sink.finish()
