@@ -103,11 +103,50 @@ class NormalizationConfig:
 
 
 @dataclass(frozen=True)
+class InstanceConfig:
+    """How class probabilities become instance labels (see :mod:`tiled_unet.instances`).
+
+    Foreground: ``1 - p(background) >= foreground_threshold``. Seeds: connected regions
+    of ``p(interior) >= seed_threshold`` with at least ``min_seed_size`` pixels. Seeds grow
+    through the foreground one pixel layer per step for at most ``max_growth`` steps
+    (a watershed on the geodesic distance to the seeds). Foreground regions that no
+    seed reaches become cells of their own when ``keep_unseeded``. Cells smaller than
+    ``min_size`` pixels are removed; background enclosed by one cell is filled when
+    ``fill_holes``.
+    """
+
+    foreground_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    min_seed_size: int = 4
+    max_growth: int = 6
+    min_size: int = 16
+    keep_unseeded: bool = True
+    fill_holes: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("foreground_threshold", "seed_threshold"):
+            value = getattr(self, name)
+            _check(0.0 < value < 1.0, f"{name} must be between 0 and 1 (exclusive), got {value!r}")
+        for name in ("min_seed_size", "max_growth", "min_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                   f"{name} must be an integer >= 0, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InstanceConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything a model file says about a network besides its weights."""
 
     unet: UNetConfig = field(default_factory=UNetConfig)
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    instances: InstanceConfig = field(default_factory=InstanceConfig)
     class_names: tuple[str, ...] = ()
     name: str = "unnamed"
     description: str = ""
@@ -122,6 +161,7 @@ class ModelConfig:
         return {
             "unet": self.unet.to_dict(),
             "normalization": self.normalization.to_dict(),
+            "instances": self.instances.to_dict(),
             "class_names": list(self.class_names),
             "name": self.name,
             "description": self.description,
@@ -132,7 +172,8 @@ class ModelConfig:
         data = dict(data)
         unet = UNetConfig.from_dict(data.pop("unet", {}))
         norm = NormalizationConfig.from_dict(data.pop("normalization", {}))
-        return _from_dict(cls, {**data, "unet": unet, "normalization": norm})
+        inst = InstanceConfig.from_dict(data.pop("instances", {}))
+        return _from_dict(cls, {**data, "unet": unet, "normalization": norm, "instances": inst})
 
 
 @dataclass(frozen=True)
