@@ -2,12 +2,15 @@
 
 __version__ = "0.1.0"
 
-from .config import InferenceConfig, ModelConfig, NormalizationConfig, TileProgress, UNetConfig
+from .config import (InferenceConfig, InstanceConfig, ModelConfig, NormalizationConfig, TileProgress,
+                     UNetConfig)
 from .model import UNet
 from .predict import predict, predict_iter
+from .segment import LabelProgress, segment, segment_iter
 from .weights import builtin_models, load_model, save_model
 
 __all__ = [
-    "InferenceConfig", "ModelConfig", "NormalizationConfig", "TileProgress", "UNet", "UNetConfig",
-    "__version__", "builtin_models", "load_model", "predict", "predict_iter", "save_model",
+    "InferenceConfig", "InstanceConfig", "LabelProgress", "ModelConfig", "NormalizationConfig",
+    "TileProgress", "UNet", "UNetConfig", "__version__", "builtin_models", "load_model", "predict",
+    "predict_iter", "save_model", "segment", "segment_iter",
 ]

@@ -50,13 +50,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     to_tiff = output.suffix.lower() in (".tif", ".tiff")
     if to_tiff and output.exists() and not args.overwrite:
         raise FileExistsError(f"output {output} already exists; pass --overwrite to replace it")
-    options = {"tile_shape": args.tile_shape, "device": args.device, "precision": args.precision,
-               "batch_size": args.batch_size}
-    if args.halo is not None:
-        options["halo"] = args.halo
     start = time.perf_counter()
-    gen = predict_iter(image, model, out=None if to_tiff else output, axes=args.axes,
-                       overwrite=args.overwrite, **options)
+    gen = predict_iter(image, model, out=None if to_tiff else output, overwrite=args.overwrite,
+                       **_inference_kwargs(args))
     try:
         while True:
             _progress(next(gen))
@@ -72,6 +68,63 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_model(image, sample_name: str | None) -> str:
+    """nuclei-2d or nuclei-3d, from the sample name or the number of image axes."""
+    if sample_name:
+        return sample_name
+    from .io import open_image
+
+    return "nuclei-3d" if open_image(image).ndim >= 3 else "nuclei-2d"
+
+
+def _instance_overrides(args: argparse.Namespace) -> dict:
+    names = ("foreground_threshold", "seed_threshold", "min_seed_size", "max_growth", "min_size")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.no_fill_holes:
+        overrides["fill_holes"] = False
+    if args.drop_unseeded:
+        overrides["keep_unseeded"] = False
+    return overrides
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .segment import segment_iter
+    from .synthetic import sample
+
+    if (args.input is None) == (args.sample is None):
+        raise ValueError("give either an INPUT path or --sample NAME")
+    if args.input is not None and not os.path.exists(args.input):
+        raise FileNotFoundError(f"no such input: {args.input}")
+    image = sample(args.sample)[0] if args.sample else args.input
+    model = args.model or _default_model(image, args.sample)
+    output = Path(args.output)
+    to_tiff = output.suffix.lower() in (".tif", ".tiff")
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"output {output} already exists; pass --overwrite to replace it")
+    if to_tiff and args.probabilities:
+        raise ValueError("--probabilities needs a zarr output (-o OUT.zarr); for a TIFF output run "
+                         "'tiled-unet predict' for the probabilities")
+    start = time.perf_counter()
+    gen = segment_iter(image, model, out=None if to_tiff else output, probabilities=args.probabilities,
+                       instances=_instance_overrides(args), overwrite=args.overwrite,
+                       block_shape=tuple(args.block_shape) if args.block_shape else None,
+                       **_inference_kwargs(args))
+    try:
+        while True:
+            event = next(gen)
+            if hasattr(event, "frame"):
+                _progress(event)
+    except StopIteration as stop:
+        labels = stop.value
+    print(file=sys.stderr)
+    if to_tiff:
+        _write_tiff(output, labels, args.overwrite, _output_axes(image, model, args.axes).replace("C", ""))
+    count = int(labels[...].max()) if to_tiff or labels.size < 2**28 else "?"
+    print(f"wrote {output}: instance labels, shape {tuple(labels.shape)}, {count} cells (largest ID), "
+          f"{time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def _output_axes(image, model, axes: str | None) -> str:
     from .io import open_image
     from .layout import parse_layout
@@ -81,12 +134,47 @@ def _output_axes(image, model, axes: str | None) -> str:
     return parse_layout(source.shape, source.dtype, _resolve_model(model).config, axes).output_axes
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .metrics import DEFAULT_THRESHOLDS, evaluate, format_table, summary
+
+    stats = evaluate(args.pred, args.gt, thresholds=args.thresholds or DEFAULT_THRESHOLDS)
+    if args.json:
+        print(json.dumps({"per_threshold": [s.to_dict() for s in stats], "summary": summary(stats)}, indent=2))
+    else:
+        print(format_table(stats))
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .weights import builtin_models
 
     for name, description in builtin_models().items():
         print(f"{name:16s} {description}")
     return 0
+
+
+def _inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="built-in model name (see 'tiled-unet models') or .safetensors file")
+    p.add_argument("--tile-shape", type=_tile_shape, default="auto", help="output tile, e.g. 64,256,256, "
+                   "or 'auto' (largest that fits the memory budget)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    p.add_argument("--halo", type=int, help="context per side for same-padding models (default: exact)")
+    p.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX, YXC (default: inferred)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def _inference_kwargs(args: argparse.Namespace) -> dict:
+    options = {"tile_shape": args.tile_shape, "device": args.device, "precision": args.precision,
+               "batch_size": args.batch_size, "axes": args.axes}
+    if args.halo is not None:
+        options["halo"] = args.halo
+    if getattr(args, "voxel_size", None):
+        options["voxel_size"] = tuple(args.voxel_size)
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,16 +187,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", nargs="?", help="TIFF file, zarr directory / .zip, or OME-Zarr image")
     p.add_argument("-o", "--output", required=True, help="output: a .zarr directory or a .tif file")
     p.add_argument("--sample", choices=["nuclei-2d", "nuclei-3d"], help="use a built-in synthetic sample")
-    p.add_argument("--model", help="built-in model name (see 'tiled-unet models') or .safetensors file")
-    p.add_argument("--tile-shape", type=_tile_shape, default="auto", help="output tile, e.g. 64,256,256, "
-                   "or 'auto' (largest that fits the memory budget)")
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    p.add_argument("--halo", type=int, help="context per side for same-padding models (default: exact)")
-    p.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX, YXC (default: inferred)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _inference_options(p)
     p.set_defaults(func=cmd_predict)
+
+    g = sub.add_parser("segment", help="instance labels: one ID per cell (0 = background)")
+    g.add_argument("input", nargs="?", help="TIFF file, zarr directory / .zip, or OME-Zarr image")
+    g.add_argument("-o", "--output", required=True, help="output labels: a .zarr directory or a .tif file")
+    g.add_argument("--sample", choices=["nuclei-2d", "nuclei-3d"], help="use a built-in synthetic sample")
+    _inference_options(g)
+    g.add_argument("--voxel-size", type=float, nargs="+", metavar="S", help="voxel size of the spatial "
+                   "axes (e.g. 2.0 0.5 0.5); resampled to the model's when they differ")
+    g.add_argument("--probabilities", help="also keep the class probabilities in this zarr (zarr output only)")
+    g.add_argument("--block-shape", type=int, nargs="+", metavar="N", help="blocks of the zarr labelling")
+    i = g.add_argument_group("instances (default: the model's stored parameters)")
+    i.add_argument("--foreground-threshold", type=float, help="1 - p(background) >= this is foreground")
+    i.add_argument("--seed-threshold", type=float, help="p(interior) >= this makes seeds")
+    i.add_argument("--min-seed-size", type=int, help="smaller seeds are dropped (pixels)")
+    i.add_argument("--max-growth", type=int, help="seeds grow at most this many pixels")
+    i.add_argument("--min-size", type=int, help="smaller cells are removed (pixels)")
+    i.add_argument("--no-fill-holes", action="store_true", help="keep holes inside cells")
+    i.add_argument("--drop-unseeded", action="store_true", help="drop foreground regions without a seed")
+    g.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("evaluate", help="compare predicted instance labels with true ones (IoU matching)")
+    e.add_argument("pred", help="predicted labels: TIFF file or zarr array (0 = background)")
+    e.add_argument("gt", help="true labels of the same shape: TIFF file or zarr array")
+    e.add_argument("--thresholds", type=float, nargs="+", metavar="IOU", help="IoU thresholds in (0, 1]; "
+                   "a pair matches when IoU >= threshold (default: 0.5, 0.55, ..., 0.95)")
+    e.add_argument("--json", action="store_true", help="print JSON: one object per threshold and a summary")
+    e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(func=cmd_models)

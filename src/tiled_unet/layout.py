@@ -36,6 +36,10 @@ class Layout:
         return tuple(i for i, a in enumerate(self.axes) if a != "C" and a not in self.spatial_axes)
 
     @property
+    def spatial_indices(self) -> tuple[int, ...]:
+        return tuple(self.axes.index(a) for a in self.spatial_axes)
+
+    @property
     def lead_shape(self) -> tuple[int, ...]:
         return tuple(self.shape[i] for i in self.lead_indices)
 

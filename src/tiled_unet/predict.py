@@ -159,17 +159,25 @@ def _choose_tile_shape(cfg: InferenceConfig, net: UNet, geometry: UNetGeometry, 
 
 
 def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None, axes: str | None = None,
-                 overwrite: bool = False, config: InferenceConfig | None = None,
+                 overwrite: bool = False, voxel_size: tuple[float, ...] | None = None,
+                 config: InferenceConfig | None = None,
                  **options: Any) -> Generator[TileProgress, None, Any]:
     """Class probabilities of ``image``, tile by tile; yields progress, returns the result.
 
     The result has axes ``(*extra, classes, *spatial)`` (``Layout.output_axes``, e.g.
     ``"CYX"`` or ``"TCZYX"``). ``options`` are :class:`InferenceConfig` fields.
+    ``voxel_size`` (spatial axes, the model's units): when it differs from the voxel size
+    the model was trained at, the image is resampled to the model's grid and the
+    probabilities back to the image's (see :mod:`tiled_unet.resample`).
     """
     cfg = config if config is not None else InferenceConfig(**options)
     net = _resolve_model(model)
     source = open_image(image)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
+    if voxel_size is not None:
+        factors = _voxel_factors(voxel_size, net, layout)
+        if factors is not None:
+            return (yield from _predict_resampled(image, source, layout, factors, net, out, overwrite, cfg))
     device = resolve_device(cfg.device)
     amp = resolve_precision(cfg.precision, device)
     channels_last = device.type in ("cpu", "cuda") if cfg.channels_last == "auto" else bool(cfg.channels_last)
@@ -229,6 +237,53 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     for fut in writes:
         fut.result()
     return sink.finish()
+
+
+def _voxel_factors(voxel_size, net: UNet, layout: Layout) -> tuple[float, ...] | None:
+    from .resample import scale_factors
+
+    if len(voxel_size) != net.config.ndim:
+        raise ValueError(f"voxel_size must have {net.config.ndim} values ({layout.spatial_axes}), "
+                         f"got {tuple(voxel_size)}")
+    if not net.model_config.voxel_size:
+        return None
+    return scale_factors(voxel_size, net.model_config.voxel_size)
+
+
+def _predict_resampled(image, source, layout: Layout, factors, net: UNet, out, overwrite: bool,
+                       cfg: InferenceConfig) -> Generator[TileProgress, None, Any]:
+    """Predict on the image resampled to the model's voxel size, then resample back."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from .resample import ResampledArray, resampled_size
+
+    spatial = dict(zip(layout.spatial_indices, factors))
+    view = ResampledArray(source, [resampled_size(n, spatial[a]) if a in spatial else n
+                                   for a, n in enumerate(source.shape)])
+    final_shape = layout.output_shape(net.config.num_classes)
+    if isinstance(out, (str, os.PathLike)) and os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"output {out} already exists; pass overwrite=True (CLI: --overwrite) to "
+                              f"replace it, or choose another path")
+    scratch = tempfile.mkdtemp(prefix=".tiled-unet-resample.", dir=os.path.dirname(os.path.abspath(out))
+                               if isinstance(out, (str, os.PathLike)) else None)
+    try:
+        inner_out = None if out is None else os.path.join(scratch, "model_grid.zarr")
+        probs = yield from predict_iter(view, net, out=inner_out, axes=layout.axes, config=cfg)
+        back = ResampledArray(probs, final_shape)
+        step = tuple(min(n, 256) for n in final_shape[-net.config.ndim:])
+        chunks = (1,) * (len(final_shape) - len(step)) + step
+        chunks = chunks[:len(layout.lead_shape)] + (final_shape[len(layout.lead_shape)],) + chunks[len(layout.lead_shape) + 1:]
+        sink = _Sink(out, image, final_shape, chunks, cfg.output_dtype, overwrite, {
+            "axes": layout.output_axes, "model": net.model_config.name,
+            "class_names": list(net.model_config.class_names), "resampled_by": list(factors)})
+        for index in itertools.product(*(range(0, n, c) for n, c in zip(final_shape, chunks))):
+            region = tuple(slice(i, min(i + c, n)) for i, c, n in zip(index, chunks, final_shape))
+            sink.write(region, back[region].astype(cfg.output_dtype, copy=False))
+        return sink.finish()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def predict(image: Any, model: UNet | str | os.PathLike, *, tile_shape: str | tuple[int, ...] = "auto",

@@ -1,0 +1,201 @@
+"""Instance segmentation in one call: class probabilities, then instance labels.
+
+In memory for images that fit (``out=None``), zarr to zarr for the others: the
+probabilities then go to a zarr array (``probabilities=`` a path to keep them, else a
+temporary array next to the output, removed at the end) and the labels are made
+block by block (:func:`tiled_unet.blockwise.labels_blockwise`), identical to the
+in-memory result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import numpy as np
+
+from .config import InstanceConfig, TileProgress
+from .instances import instances_from_probabilities
+from .io import create_zarr_output, source_path, within_path
+from .predict import _resolve_model, predict_iter
+
+INSTANCE_OPTIONS = tuple(f.name for f in dataclasses.fields(InstanceConfig))
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelProgress:
+    """Yielded while labelling: ``done`` of ``total`` blocks (or frames) of one ``stage``."""
+
+    done: int
+    total: int
+    stage: str = "labels"
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+def resolve_instance_config(model_config: InstanceConfig, instances: InstanceConfig | dict | None) -> InstanceConfig:
+    """The model's stored instance parameters, with ``instances`` (a config or a dict) on top."""
+    if instances is None:
+        return model_config
+    if isinstance(instances, InstanceConfig):
+        return instances
+    if not isinstance(instances, dict):
+        raise TypeError(f"instances must be an InstanceConfig or a dict of its fields, got "
+                        f"{type(instances).__name__}")
+    unknown = sorted(set(instances) - set(INSTANCE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown instance options {unknown}; expected some of {list(INSTANCE_OPTIONS)}")
+    return dataclasses.replace(model_config, **instances)
+
+
+def segment_iter(image: Any, model: Any, *, out: Any = None, probabilities: Any = None,
+                 instances: InstanceConfig | dict | None = None, overwrite: bool = False,
+                 block_shape: tuple[int, ...] | None = None, scheduler: Any = None,
+                 axes: str | None = None, **options: Any) -> Generator[TileProgress | LabelProgress, None, Any]:
+    """Instance labels of ``image``; yields progress (tiles, then label blocks), returns the labels.
+
+    Labels have axes ``(*extra, *spatial)``: 0 = background, 1..N = cells, consecutive,
+    uint32 (uint64 if more are needed). ``options`` are :func:`tiled_unet.predict` options.
+    """
+    net = _resolve_model(model)
+    config = resolve_instance_config(net.model_config.instances, instances)
+    class_names = tuple(net.model_config.class_names) or _default_class_names(net.config.num_classes)
+    if out is None:
+        if probabilities is not None:
+            raise ValueError("probabilities= keeps the class probabilities of a zarr-to-zarr run; "
+                             "in memory (out=None) use tiled_unet.predict for them")
+        probs = yield from predict_iter(image, net, axes=axes, **options)
+        lead = probs.shape[:-net.config.ndim - 1]
+        labels = None
+        frames = list(itertools.product(*(range(n) for n in lead)))
+        for i, frame in enumerate(frames):
+            frame_labels = instances_from_probabilities(probs[frame], config, class_names)
+            if labels is None:
+                labels = np.zeros(lead + frame_labels.shape, frame_labels.dtype)
+            labels[frame] = frame_labels
+            yield LabelProgress(i + 1, len(frames))
+        return labels
+    return (yield from _segment_to_zarr(image, net, out, probabilities, config, class_names, overwrite,
+                                        block_shape, scheduler, axes, options))
+
+
+def _default_class_names(classes: int) -> tuple[str, ...]:
+    return {1: ("foreground",), 2: ("background", "foreground"),
+            3: ("background", "interior", "boundary")}.get(classes, tuple(f"class{i}" for i in range(classes)))
+
+
+def _segment_to_zarr(image, net, out, probabilities, config, class_names, overwrite, block_shape,
+                     scheduler, axes, options):
+    from .blockwise import labels_blockwise
+
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be None (in memory) or a zarr path for the labels, got {type(out).__name__}")
+    out = Path(out)
+    src = source_path(image)
+    for name, path in (("out", out), ("probabilities", probabilities)):
+        if path is not None and src is not None and within_path(src, path):
+            raise ValueError(f"{name} path {os.fspath(path)!r} is (or contains) the input {src!r}; "
+                             f"choose another path (inputs are never overwritten)")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"output {out} exists; pass overwrite=True to replace it")
+    if probabilities is not None and Path(probabilities).resolve() == out.resolve():
+        raise ValueError("probabilities and labels need two different paths")
+    workdir = None
+    if probabilities is None:
+        workdir = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        probs_path = Path(workdir) / "probabilities.zarr"
+    else:
+        probs_path = Path(probabilities)
+    try:
+        probs = yield from predict_iter(image, net, out=probs_path, axes=axes, overwrite=overwrite, **options)
+        spatial = probs.shape[-net.config.ndim:]
+        lead = probs.shape[:-net.config.ndim - 1]
+        events: list[LabelProgress] = []
+
+        def progress(done: int, total: int, stage: str) -> None:
+            events.append(LabelProgress(done, total, stage))
+
+        if not lead:
+            yield from _drain(labels_blockwise, events, probs, out, config=config, class_names=class_names,
+                              block_shape=block_shape, overwrite=overwrite, scheduler=scheduler,
+                              tmpdir=workdir, progress=progress)
+        else:
+            yield from _segment_frames(probs, out, lead, spatial, config, class_names, block_shape,
+                                       overwrite, scheduler, workdir, events, progress)
+        import zarr
+
+        labels = zarr.open_array(str(out), mode="r+")
+        labels.attrs.update({"axes": probs.attrs.get("axes", "").replace("C", ""),
+                             "model": net.model_config.name, "instances": config.to_dict()})
+        return labels
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _drain(function: Callable, events: list, *args, **kwargs) -> Generator:
+    """Run ``function`` and then yield the progress events it recorded."""
+    result = function(*args, **kwargs)
+    yield from events
+    events.clear()
+    return result
+
+
+def _segment_frames(probs, out, lead, spatial, config, class_names, block_shape, overwrite, scheduler,
+                    workdir, events, progress):
+    """Extra axes (e.g. T): each frame labelled on its own, then copied into one array."""
+    import zarr
+
+    from .blockwise import labels_blockwise
+
+    scratch = Path(workdir or tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    target = None
+    try:
+        for frame in itertools.product(*(range(n) for n in lead)):
+            frame_probs = zarr.open_array(str(scratch / "frame_probabilities.zarr"), mode="w",
+                                          shape=probs.shape[len(lead):], dtype=probs.dtype,
+                                          chunks=probs.chunks[len(lead):])
+            frame_probs[...] = probs[frame]
+            frame_out = scratch / "frame_labels.zarr"
+            frame_labels = yield from _drain(labels_blockwise, events, frame_probs, frame_out, config=config,
+                                             class_names=class_names, block_shape=block_shape, overwrite=True,
+                                             scheduler=scheduler, tmpdir=scratch, progress=progress)
+            if target is None:
+                target = create_zarr_output(out, lead + spatial, (1,) * len(lead) + tuple(frame_labels.chunks),
+                                            "uint32", overwrite)
+            target[frame] = frame_labels[...]
+        return target
+    finally:
+        if workdir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def segment(image: Any, model: Any, *, out: Any = None, probabilities: Any = None,
+            instances: InstanceConfig | dict | None = None, overwrite: bool = False,
+            progress: Callable[[Any], None] | None = None, **options: Any) -> Any:
+    """Instance labels (0 = background, 1..N = cells) of ``image`` with ``model``.
+
+    ``out=None``: in memory, returns a numpy array. ``out`` a zarr path: probabilities
+    are predicted to ``probabilities`` (a zarr path, kept) or to a temporary zarr next to
+    ``out`` (removed), labels are made block by block into ``out``; returns that zarr
+    array. ``instances``: an :class:`InstanceConfig` or a dict overriding the model's
+    stored instance parameters. ``progress`` receives :class:`TileProgress` and
+    :class:`LabelProgress` events. Other options: those of :func:`tiled_unet.predict`
+    plus ``block_shape`` and ``scheduler`` for the blockwise labelling.
+    """
+    gen = segment_iter(image, model, out=out, probabilities=probabilities, instances=instances,
+                       overwrite=overwrite, **options)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)
