@@ -150,12 +150,18 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()
     name: str = "unnamed"
     description: str = ""
+    voxel_size: tuple[float, ...] = ()
+    axes: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.class_names:
             _check(len(self.class_names) == self.unet.num_classes,
                    f"class_names has {len(self.class_names)} entries but the U-Net has "
                    f"{self.unet.num_classes} classes")
+        if self.voxel_size:
+            _check(len(self.voxel_size) == self.unet.ndim and all(float(v) > 0 for v in self.voxel_size),
+                   f"voxel_size must hold {self.unet.ndim} positive sizes, got {self.voxel_size!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +171,9 @@ class ModelConfig:
             "class_names": list(self.class_names),
             "name": self.name,
             "description": self.description,
+            "voxel_size": list(self.voxel_size),
+            "axes": self.axes,
+            "training": dict(self.training),
         }
 
     @classmethod
