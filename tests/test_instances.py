@@ -1,0 +1,137 @@
+"""Instance labels from probabilities: targets, seeds, growth, clean-up, hand-made cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tiled_unet.config import InstanceConfig
+from tiled_unet.instances import class_roles, grow, instances_from_probabilities
+from tiled_unet.targets import BOUNDARY, IGNORE, INTERIOR, cell_boundaries, instance_targets
+
+
+def one_hot(targets: np.ndarray, classes: int = 3) -> np.ndarray:
+    return np.stack([(targets == k).astype(np.float32) for k in range(classes)])
+
+
+def two_touching_squares() -> np.ndarray:
+    labels = np.zeros((12, 20), np.int32)
+    labels[2:10, 2:10] = 1
+    labels[2:10, 10:18] = 2
+    return labels
+
+
+def test_targets_boundary_band_between_touching_cells():
+    targets = instance_targets(two_touching_squares(), boundary_width=1)
+    # the two cells meet between columns 9 and 10: both columns are boundary, interiors apart
+    assert (targets[3:9, 9] == BOUNDARY).all() and (targets[3:9, 10] == BOUNDARY).all()
+    assert (targets[3:9, 3:9] == INTERIOR).all() and (targets[3:9, 11:17] == INTERIOR).all()
+    assert (targets[0] == 0).all()
+    wide = instance_targets(two_touching_squares(), boundary_width=2)
+    assert (wide[4:8, 8:12] == BOUNDARY).all() and (wide[4:8, 4:8] == INTERIOR).all()
+
+
+def test_targets_image_edge_is_not_a_boundary_and_ignore_mask():
+    labels = np.ones((6, 6), np.int32)
+    assert not cell_boundaries(labels, 1).any()
+    ignore = np.zeros((6, 6), bool)
+    ignore[0] = True
+    targets = instance_targets(labels, 1, ignore)
+    assert (targets[0] == IGNORE).all() and (targets[1:] == INTERIOR).all()
+
+
+def test_targets_reject_bad_labels():
+    with pytest.raises(ValueError, match="integer label image"):
+        instance_targets(np.full((4, 4), 0.5))
+    with pytest.raises(ValueError, match="negative"):
+        instance_targets(-np.ones((4, 4), np.int32))
+    with pytest.raises(ValueError, match="width"):
+        instance_targets(np.ones((4, 4), np.int32), boundary_width=0)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_perfect_probabilities_give_back_the_cells(width):
+    labels = two_touching_squares()
+    probs = one_hot(instance_targets(labels, width))
+    result = instances_from_probabilities(probs, InstanceConfig(min_size=1, min_seed_size=1))
+    np.testing.assert_array_equal(result, labels)
+
+
+def test_3d_touching_cells_separated():
+    labels = np.zeros((8, 12, 20), np.int32)
+    labels[1:7, 2:10, 2:10] = 1
+    labels[1:7, 2:10, 10:18] = 2
+    labels[1:7, 2:10, 18:20] = 0
+    result = instances_from_probabilities(one_hot(instance_targets(labels, 1)),
+                                          InstanceConfig(min_size=1, min_seed_size=1))
+    np.testing.assert_array_equal(result, labels)
+
+
+def test_growth_is_limited_and_ordered():
+    seeds = np.zeros((1, 9), np.int64)
+    seeds[0, 0], seeds[0, 8] = 1, 2
+    region = np.ones((1, 9), bool)
+    # both fronts meet in the middle: pixel 4 is reached by both at step 4; -axis neighbour wins
+    np.testing.assert_array_equal(grow(seeds, region, 10)[0], [1, 1, 1, 1, 1, 2, 2, 2, 2])
+    np.testing.assert_array_equal(grow(seeds, region, 2)[0], [1, 1, 1, 0, 0, 0, 2, 2, 2])
+    blocked = region.copy()
+    blocked[0, 2] = False
+    np.testing.assert_array_equal(grow(seeds, blocked, 10)[0], [1, 1, 0, 2, 2, 2, 2, 2, 2])
+
+
+def test_small_objects_unseeded_regions_and_holes():
+    targets = np.zeros((20, 20), np.uint8)
+    targets[2:12, 2:12] = BOUNDARY
+    targets[4:10, 4:10] = INTERIOR
+    targets[6:8, 6:8] = 0                      # a hole inside the cell
+    targets[15:18, 15:18] = BOUNDARY           # foreground without a seed, 9 pixels
+    targets[0, 19] = INTERIOR                  # a one-pixel seed
+    probs = one_hot(targets)
+    result = instances_from_probabilities(probs, InstanceConfig(min_size=5, min_seed_size=2))
+    assert result.max() == 2
+    assert (result[2:12, 2:12] == result[5, 5]).all()            # hole filled
+    assert (result[15:18, 15:18] == 2).all() and result[0, 19] == 0
+    dropped = instances_from_probabilities(probs, InstanceConfig(min_size=5, min_seed_size=2,
+                                                                 keep_unseeded=False, fill_holes=False))
+    assert dropped.max() == 1 and dropped[6, 6] == 0 and (dropped[15:18, 15:18] == 0).all()
+    tiny = instances_from_probabilities(probs, InstanceConfig(min_size=10, min_seed_size=2))
+    assert tiny.max() == 1
+
+
+def test_hole_touching_the_image_edge_is_not_filled():
+    targets = np.zeros((10, 10), np.uint8)
+    targets[:, 2:8] = INTERIOR
+    targets[0:4, 4:6] = 0                       # a notch open to the top edge
+    result = instances_from_probabilities(one_hot(targets), InstanceConfig(min_size=1, min_seed_size=1))
+    assert result[1, 4] == 0 and result[5, 4] == 1
+
+
+def test_ids_are_consecutive_in_raster_order():
+    targets = np.zeros((10, 10), np.uint8)
+    targets[6:9, 1:4] = INTERIOR
+    targets[1:4, 6:9] = INTERIOR
+    result = instances_from_probabilities(one_hot(targets), InstanceConfig(min_size=1, min_seed_size=1))
+    assert result[2, 7] == 1 and result[7, 2] == 2 and result.dtype == np.uint32
+
+
+def test_two_class_and_single_output_models():
+    assert class_roles(("background", "foreground"), 2) == (0, 1)
+    assert class_roles((), 1) == (None, 0)
+    assert class_roles(("background", "interior", "boundary"), 3) == (0, 1)
+    fg = np.zeros((8, 8), np.float32)
+    fg[1:4, 1:4] = fg[5:7, 5:7] = 0.9
+    two = instances_from_probabilities(np.stack([1 - fg, fg]), InstanceConfig(min_size=1, min_seed_size=1),
+                                       ("background", "foreground"))
+    one = instances_from_probabilities(fg[None], InstanceConfig(min_size=1, min_seed_size=1), ())
+    np.testing.assert_array_equal(two, one)
+    assert two.max() == 2
+
+
+def test_instance_config_validation():
+    with pytest.raises(ValueError, match="seed_threshold"):
+        InstanceConfig(seed_threshold=1.5)
+    with pytest.raises(ValueError, match="min_size"):
+        InstanceConfig(min_size=-1)
+    with pytest.raises(ValueError, match="unknown keys"):
+        InstanceConfig.from_dict({"min_sise": 3})
+    assert InstanceConfig.from_dict(InstanceConfig(min_size=7).to_dict()) == InstanceConfig(min_size=7)
