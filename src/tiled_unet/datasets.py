@@ -1,0 +1,160 @@
+"""Training data: image + instance label pairs prepared once, then random patches.
+
+Each pair becomes a normalised image ``(C, *spatial)``, uint8 targets (background /
+interior / boundary, 255 = ignore) and the U-Net weight map. Patches have the
+network's valid input shape; the targets and weights are cropped to its output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import normalize
+from .config import ModelConfig
+from .io import open_image
+from .targets import IGNORE, check_labels, instance_targets
+from .tiling import UNetGeometry, mirror_index
+
+
+@dataclass
+class Example:
+    """One prepared training image."""
+
+    image: np.ndarray          # (C, *spatial) float32, normalised
+    labels: np.ndarray         # instance labels, 0 = background (ignored pixels: 0)
+    targets: np.ndarray        # uint8 classes, 255 = ignore
+    weights: np.ndarray        # float32 U-Net weight map (0 where ignored)
+    foreground: np.ndarray     # (n, ndim) coordinates of annotated cell pixels (subsampled)
+    raw: np.ndarray            # the image as given, channels first, for validation by predict
+
+
+def load_pair(image: Any, labels: Any, ndim: int, in_channels: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``(C, *spatial)`` and labels ``spatial`` as numpy arrays, with clear errors."""
+    img = np.asarray(open_image(image)[...])
+    lab = np.asarray(open_image(labels)[...])
+    if img.dtype.kind not in "uif" and img.dtype != bool:
+        raise ValueError(f"{where}: the image must be numeric, got dtype {img.dtype}")
+    if img.ndim == ndim:
+        img = img[None]
+    elif img.ndim != ndim + 1:
+        raise ValueError(f"{where}: expected a {ndim}-D image (or channels first, {ndim + 1}-D) for a "
+                         f"{ndim}-D model, got shape {img.shape}")
+    if img.shape[0] != in_channels:
+        raise ValueError(f"{where}: the model takes {in_channels} channel(s), the image has {img.shape[0]} "
+                         f"(shape {img.shape}; channels go first)")
+    if lab.shape != img.shape[1:]:
+        raise ValueError(f"{where}: labels have shape {lab.shape}, the image's spatial shape is {img.shape[1:]}")
+    if min(lab.shape) < 1:
+        raise ValueError(f"{where}: empty image of shape {img.shape}")
+    return img, check_labels(lab, f"{where}: labels")
+
+
+def prepare(image: np.ndarray, labels: np.ndarray, model: ModelConfig, *, w0: float, sigma: float,
+            boundary_width: int, ignore_label: int | None, spacing: Sequence[float] | None,
+            rng: np.random.Generator) -> Example:
+    """Normalise, make targets and the weight map of one image/labels pair."""
+    from .loss import weight_map
+
+    ignore = labels == ignore_label if ignore_label is not None else None
+    clean = np.where(ignore, 0, labels) if ignore is not None else labels
+    targets = instance_targets(clean, boundary_width, ignore)
+    weights = weight_map(clean, targets, model.unet.num_classes, w0=w0, sigma=sigma, spacing=spacing)
+    normalize.check_finite(image, "in a training image")
+    offset, scale = normalize.intensity_range(lambda s: image[(slice(None),) + s], image.shape[1:],
+                                              model.normalization)
+    coords = np.argwhere((clean > 0) & (targets != IGNORE))
+    if len(coords) > 100_000:
+        coords = coords[rng.choice(len(coords), 100_000, replace=False)]
+    return Example(normalize.apply(image, offset, scale), clean, targets, weights.astype(np.float32),
+                   coords, image)
+
+
+def patch_shapes(geometry: UNetGeometry, output_patch: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Network input shape and the output shape it yields for a wanted output patch."""
+    inputs = tuple(geometry.input_size_for_output(int(m)) for m in output_patch)
+    if geometry.padding == "same":
+        return inputs, inputs
+    return inputs, geometry.output_shape(inputs)
+
+
+def _region(array: np.ndarray, start: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """``array[..., start:start+shape]`` over the last axes, mirrored beyond the borders."""
+    lead = array.ndim - len(shape)
+    out = array
+    for axis, (s, n) in enumerate(zip(start, shape)):
+        index = mirror_index(np.arange(s, s + n), array.shape[lead + axis])
+        out = np.take(out, index, axis=lead + axis)
+    return out
+
+
+def sample_patch(example: Example, input_shape: tuple[int, ...], output_shape: tuple[int, ...],
+                 foreground_fraction: float, rng: np.random.Generator, augment_config: Any = None):
+    """One random ``(image, targets, weights)`` patch; centred on a cell pixel with the given probability."""
+    spatial = example.targets.shape
+    if len(example.foreground) and rng.random() < foreground_fraction:
+        centre = example.foreground[rng.integers(len(example.foreground))]
+    else:
+        centre = np.array([rng.integers(n) for n in spatial])
+    # the output patch centre lands on ``centre``; the input adds context around it
+    start = [int(c) - i // 2 for c, i in zip(centre, input_shape)]
+    image = _region(example.image, start, input_shape)
+    targets = _region(example.targets, start, input_shape)
+    weights = _region(example.weights, start, input_shape)
+    if augment_config is not None:
+        from .augment import augment
+
+        image, (targets,), (weights,) = augment(image, labels=(targets,), floats=(weights,),
+                                                config=augment_config, rng=rng)
+    crop = tuple(slice((i - o) // 2, (i - o) // 2 + o) for i, o in zip(input_shape, output_shape))
+    return (np.ascontiguousarray(image, np.float32), np.ascontiguousarray(targets[crop]),
+            np.ascontiguousarray(weights[crop], np.float32))
+
+
+def split_validation(pairs: list[tuple[np.ndarray, np.ndarray]], fraction: float
+                     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+    """Whole images for validation when there are several, else the last part of the one image
+    along its longest axis."""
+    if fraction <= 0:
+        return pairs, []
+    if len(pairs) >= 2:
+        n_val = max(1, int(round(len(pairs) * fraction)))
+        n_val = min(n_val, len(pairs) - 1)
+        return pairs[:-n_val], pairs[-n_val:]
+    image, labels = pairs[0]
+    axis = int(np.argmax(labels.shape))
+    cut = int(round(labels.shape[axis] * (1 - fraction)))
+    if cut < 8 or labels.shape[axis] - cut < 8:
+        return pairs, []
+    index = [slice(None)] * labels.ndim
+    index[axis] = slice(None, cut)
+    head = tuple(index)
+    index[axis] = slice(cut, None)
+    tail = tuple(index)
+    return ([(image[(slice(None),) + head], labels[head])],
+            [(image[(slice(None),) + tail], labels[tail])])
+
+
+def pair_paths(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[str, str]]:
+    """Image and label files paired by name from two folders (or two single files)."""
+    from pathlib import Path
+
+    images, labels = Path(images), Path(labels)
+    if not images.is_dir():
+        return [(str(images), str(labels))]
+    if not labels.is_dir():
+        raise ValueError(f"images is a folder ({images}) but labels is not ({labels}); give two folders "
+                         f"with files of the same names")
+    suffixes = (".tif", ".tiff", ".zarr")
+    found = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in suffixes}
+    masks = {p.stem: p for p in sorted(labels.iterdir()) if p.suffix.lower() in suffixes}
+    missing = sorted(set(found) - set(masks))
+    if missing:
+        raise ValueError(f"no labels in {labels} for the images {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+                         f"; label files must have the same names as their images")
+    if not found:
+        raise ValueError(f"no TIFF or zarr images in {images}")
+    return [(str(found[k]), str(masks[k])) for k in sorted(found)]

@@ -1,0 +1,258 @@
+"""Training on instance labels: the U-Net weighted loss, augmentation, validation by AP@0.5.
+
+:func:`train_iter` is a generator of :class:`TrainProgress` events (one per step and one
+per epoch) that *returns* the best model; closing it stops after the current step and
+keeps the best checkpoint. :func:`train` runs it to the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator, Sequence
+
+import numpy as np
+import torch
+
+from .augment import AugmentConfig
+from .config import InstanceConfig, ModelConfig, NormalizationConfig, UNetConfig, _check, _from_dict
+from .datasets import Example, load_pair, patch_shapes, prepare, sample_patch, split_validation
+from .devices import resolve_device, resolve_precision
+from .model import UNet
+from .targets import CLASS_NAMES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of :func:`tiled_unet.train` (see the README for each one)."""
+
+    epochs: int = 30
+    steps_per_epoch: int = 50
+    batch_size: int = 4
+    patch_shape: tuple[int, ...] = ()
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    w0: float = 10.0
+    sigma: float = 5.0
+    boundary_width: int = 2
+    foreground_fraction: float = 0.7
+    validation_fraction: float = 0.2
+    patience: int = 10
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    ignore_label: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size", "boundary_width", "patience"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        _check(self.w0 >= 0 and self.sigma > 0, f"need w0 >= 0 and sigma > 0, got w0={self.w0}, sigma={self.sigma}")
+        _check(0 <= self.foreground_fraction <= 1, f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
+        _check(0 <= self.validation_fraction < 1, f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        _check(all(int(p) >= 1 for p in self.patch_shape), f"patch_shape must hold positive sizes, got {self.patch_shape}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["augment"] = self.augment.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        aug = AugmentConfig.from_dict(data.pop("augment", {}))
+        return _from_dict(cls, {**data, "augment": aug})
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """A training event: ``kind`` is ``"step"`` (after each optimiser step) or ``"epoch"``."""
+
+    kind: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    val_ap: float | None = None
+    best_ap: float | None = None
+    best_epoch: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        return (self.epoch - 1 + self.step / self.steps) / self.epochs
+
+
+def default_patch(ndim: int) -> tuple[int, ...]:
+    return (96, 96) if ndim == 2 else (24, 48, 48)
+
+
+def new_model(ndim: int, in_channels: int = 1, *, depth: int = 3, base_channels: int = 16,
+              batch_norm: bool = True, name: str = "custom", voxel_size: Sequence[float] = ()) -> UNet:
+    """A fresh three-class (background, interior, boundary) U-Net for instance segmentation."""
+    unet = UNetConfig(ndim=ndim, in_channels=in_channels, num_classes=3, depth=depth,
+                      base_channels=base_channels, batch_norm=batch_norm)
+    return UNet(ModelConfig(unet=unet, normalization=NormalizationConfig(), instances=InstanceConfig(),
+                            class_names=CLASS_NAMES, name=name, voxel_size=tuple(voxel_size),
+                            axes="YX" if ndim == 2 else "ZYX"))
+
+
+def _initial_model(init: Any, ndim: int, in_channels: int, voxel_size: Sequence[float]) -> UNet:
+    if init is None:
+        return new_model(ndim, in_channels, voxel_size=voxel_size)
+    if isinstance(init, UNet):
+        net = UNet(init.model_config)
+        net.load_state_dict(init.state_dict())
+    else:
+        from .weights import load_model
+
+        net = load_model(init)
+    if net.config.num_classes != 3 or tuple(c.lower() for c in net.model_config.class_names) != CLASS_NAMES:
+        raise ValueError(f"fine-tuning needs a model with the classes {CLASS_NAMES}, the initial model "
+                         f"{net.model_config.name!r} has {net.model_config.class_names}")
+    return net
+
+
+def _validation_ap(net: UNet, pairs: list, device: torch.device) -> float | None:
+    from .instances import instances_from_probabilities
+    from .metrics import match
+    from .predict import predict
+
+    if not pairs:
+        return None
+    scores = []
+    for raw, labels in pairs:
+        axes = "C" + ("YX" if net.config.ndim == 2 else "ZYX")
+        probs = predict(raw, net, device=str(device), axes=axes, precision="float32")
+        pred = instances_from_probabilities(probs, net.model_config.instances, net.model_config.class_names)
+        scores.append(match(pred, labels, 0.5).ap)
+    return float(np.mean(scores))
+
+
+def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None,
+               config: TrainConfig | None = None, out: str | os.PathLike | None = None,
+               checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+               voxel_size: Sequence[float] = (), name: str = "custom", overwrite: bool = False,
+               **options: Any) -> Generator[TrainProgress, None, UNet]:
+    """Train (or fine-tune ``init``) on ``images`` / ``labels``; yields progress, returns the best model.
+
+    ``images``/``labels``: equal-length sequences of arrays or paths (TIFF, zarr), labels
+    0 = background (or ``ignore_label`` = unannotated), 1..N = cells. ``options`` are
+    :class:`TrainConfig` fields. ``out``: the final model file (best validation AP).
+    """
+    cfg = config if config is not None else TrainConfig(**options)
+    if isinstance(images, (str, os.PathLike)) or isinstance(labels, (str, os.PathLike)):
+        raise TypeError("images and labels must be sequences of images (use datasets.pair_paths for folders)")
+    if len(images) != len(labels) or not images:
+        raise ValueError(f"need the same positive number of images and label images, got {len(images)} and "
+                         f"{len(labels)}")
+    if out is not None and Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    from .io import open_image
+
+    spatial_ndim = open_image(labels[0]).ndim
+    image_shape = open_image(images[0]).shape
+    channels = image_shape[0] if len(image_shape) == spatial_ndim + 1 else 1
+    net = _initial_model(init, spatial_ndim, channels, voxel_size)
+    ndim, in_channels = net.config.ndim, net.config.in_channels
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    amp = resolve_precision(cfg.precision, device) if device.type == "cuda" else (
+        None if cfg.precision in ("auto", "float32") else resolve_precision(cfg.precision, device))
+    pairs = [load_pair(i, l, ndim, in_channels, f"image {k + 1}") for k, (i, l) in enumerate(zip(images, labels))]
+    train_pairs, val_pairs = split_validation(pairs, cfg.validation_fraction)
+    examples: list[Example] = [prepare(i, l, net.model_config, w0=cfg.w0, sigma=cfg.sigma,
+                                       boundary_width=cfg.boundary_width, ignore_label=cfg.ignore_label,
+                                       spacing=voxel_size or None, rng=rng) for i, l in train_pairs]
+    if cfg.ignore_label is not None:
+        val_pairs = [(i, np.where(l == cfg.ignore_label, 0, l)) for i, l in val_pairs]
+    geometry = net.geometry
+    input_shape, output_shape = patch_shapes(geometry, cfg.patch_shape or default_patch(ndim))
+    net.to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    state = {"epoch": 0, "best_ap": -1.0, "best_epoch": 0, "history": []}
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        if resume:
+            from .checkpoints import load_checkpoint
+
+            state, rng = load_checkpoint(ckpt, net, optimizer, device)
+    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    start = time.perf_counter()
+    from .loss import weighted_cross_entropy
+
+    try:
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            net.train()
+            losses = []
+            for step in range(1, cfg.steps_per_epoch + 1):
+                batch = [sample_patch(examples[rng.integers(len(examples))], input_shape, output_shape,
+                                      cfg.foreground_fraction, rng, cfg.augment) for _ in range(cfg.batch_size)]
+                x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
+                t = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64)).to(device)
+                w = torch.from_numpy(np.stack([b[2] for b in batch])).to(device)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    logits = net(x)
+                loss = weighted_cross_entropy(logits.float(), t, w)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss.detach()))
+                yield TrainProgress("step", epoch, cfg.epochs, step, cfg.steps_per_epoch, losses[-1],
+                                    seconds=time.perf_counter() - start)
+            val_ap = _validation_ap(net, val_pairs, device)
+            score = val_ap if val_ap is not None else -float(np.mean(losses))
+            if score > state["best_ap"]:
+                state["best_ap"], state["best_epoch"] = score, epoch
+                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            state["epoch"] = epoch
+            state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ap": val_ap})
+            if ckpt is not None:
+                from .checkpoints import save_checkpoint
+
+                save_checkpoint(ckpt, net, optimizer, state, rng, best_state)
+            yield TrainProgress("epoch", epoch, cfg.epochs, cfg.steps_per_epoch, cfg.steps_per_epoch,
+                                float(np.mean(losses)), val_ap, state["best_ap"] if val_ap is not None else None,
+                                state["best_epoch"], time.perf_counter() - start)
+            if epoch - state["best_epoch"] >= cfg.patience:
+                break
+    finally:
+        net.load_state_dict(best_state)
+        net.eval()
+        summary = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+                   "best_val_ap50": state["best_ap"] if val_pairs else None,
+                   "train_images": len(train_pairs), "val_images": len(val_pairs),
+                   "patch_input_shape": list(input_shape), "seconds": round(time.perf_counter() - start, 1),
+                   "config": cfg.to_dict(), "history": state["history"]}
+        net.model_config = dataclasses.replace(net.model_config, name=name, training=summary,
+                                               voxel_size=tuple(voxel_size) or net.model_config.voxel_size)
+        if out is not None and state["epoch"] >= 1:
+            from .weights import save_model
+
+            save_model(net, out, overwrite=True)
+    return net
+
+
+def train(images: Sequence[Any], labels: Sequence[Any], *, progress: Callable[[TrainProgress], None] | None = None,
+          **kwargs: Any) -> UNet:
+    """Run :func:`train_iter` to the end; ``progress`` receives every event."""
+    gen = train_iter(images, labels, **kwargs)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)

@@ -1,0 +1,125 @@
+"""Training loop: events, reproducibility, checkpoints and resume, cancel, fine-tuning, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import tiled_unet
+from tiled_unet.cli import main
+from tiled_unet.synthetic import nuclei
+from tiled_unet.train import TrainConfig, new_model, train, train_iter
+
+FAST = dict(epochs=2, steps_per_epoch=3, batch_size=2, patch_shape=(32, 32), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    data = [nuclei((96, 96), count=10, seed=s) for s in range(3)]
+    return [d[0] for d in data], [d[1] for d in data]
+
+
+def small_model(**kwargs):
+    torch.manual_seed(0)
+    return new_model(2, depth=2, base_channels=4, **kwargs)
+
+
+def weights_of(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_events_and_summary(pairs):
+    events = []
+    net = train(*pairs, init=small_model(), progress=events.append, **FAST)
+    kinds = [e.kind for e in events]
+    assert kinds.count("step") == 6 and kinds.count("epoch") == 2
+    epoch_events = [e for e in events if e.kind == "epoch"]
+    assert all(e.val_ap is not None and 0 <= e.val_ap <= 1 for e in epoch_events)
+    assert all(np.isfinite(e.loss) for e in events)
+    summary = net.model_config.training
+    assert summary["epochs_run"] == 2 and summary["train_images"] == 2 and summary["val_images"] == 1
+    assert summary["config"]["w0"] == 10.0 and not net.training
+
+
+def test_same_seed_same_weights(pairs):
+    a = train(*pairs, init=small_model(), **FAST)
+    b = train(*pairs, init=small_model(), **FAST)
+    for key, value in weights_of(a).items():
+        torch.testing.assert_close(value, weights_of(b)[key], rtol=0, atol=0)
+
+
+def test_resume_equals_uninterrupted_run(pairs, tmp_path):
+    full = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "full", validation_fraction=0.0,
+                 patience=10, **FAST)
+    options = {**FAST, "epochs": 1}
+    train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "part", validation_fraction=0.0, **options)
+    resumed = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "part", resume=True,
+                    validation_fraction=0.0, **FAST)
+    last_full = tiled_unet.load_model(tmp_path / "full" / "last.safetensors")
+    last_resumed = tiled_unet.load_model(tmp_path / "part" / "last.safetensors")
+    for key, value in weights_of(last_full).items():
+        torch.testing.assert_close(value, weights_of(last_resumed)[key])
+    assert resumed.model_config.training["epochs_run"] == 2 and full.model_config.training["epochs_run"] == 2
+
+
+def test_cancel_keeps_the_best_model(pairs, tmp_path):
+    out = tmp_path / "model.safetensors"
+    gen = train_iter(*pairs, init=small_model(), out=out, **{**FAST, "epochs": 5})
+    for event in gen:
+        if event.kind == "epoch":
+            break
+    gen.close()
+    saved = tiled_unet.load_model(out)
+    assert saved.model_config.training["epochs_run"] == 1
+    image = pairs[0][0]
+    np.testing.assert_array_equal(tiled_unet.predict(image, saved, device="cpu"),
+                                  tiled_unet.predict(image, tiled_unet.load_model(out), device="cpu"))
+
+
+def test_fine_tuning_starts_from_the_given_weights(pairs):
+    init = small_model()
+    tuned = train(*pairs, init=init, **{**FAST, "epochs": 1, "learning_rate": 1e-9})
+    for key, value in weights_of(init).items():
+        if value.dtype.is_floating_point and "running" not in key:
+            torch.testing.assert_close(value, weights_of(tuned)[key], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="classes"):
+        train(*pairs, init="placeholder-2d", **FAST)
+
+
+def test_bad_inputs(pairs):
+    images, labels = pairs
+    with pytest.raises(ValueError, match="same positive number"):
+        train(images, labels[:2], **FAST)
+    with pytest.raises(ValueError, match="labels have shape"):
+        train([images[0]], [labels[0][:50]], **FAST)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="integer label image"):
+        train([images[0]], [labels[0] + 0.5], **FAST)
+
+
+def test_ignore_label_pixels_do_not_count(pairs):
+    images, labels = pairs
+    marked = [np.where(np.arange(96)[None, :] > 60, 999, lab).astype(np.int64) for lab in labels]
+    net = train(images, marked, init=small_model(), ignore_label=999, **FAST)
+    assert net.model_config.training["config"]["ignore_label"] == 999
+
+
+def test_cli_train_writes_a_model(pairs, tmp_path, capsys):
+    images, labels = pairs
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    for k, (image, label) in enumerate(zip(images, labels)):
+        tifffile.imwrite(tmp_path / "img" / f"cell{k}.tif", image)
+        tifffile.imwrite(tmp_path / "lab" / f"cell{k}.tif", label)
+    out = tmp_path / "mine.safetensors"
+    code = main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(out),
+                 "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--patch", "32", "32",
+                 "--device", "cpu"])
+    assert code == 0 and out.is_file()
+    assert tiled_unet.load_model(out).model_config.name == "mine"
+    assert main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o",
+                 str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
