@@ -116,8 +116,8 @@ class InstanceConfig:
     """
 
     foreground_threshold: float = 0.5
-    seed_threshold: float = 0.5
-    min_seed_size: int = 4
+    seed_threshold: float = 0.6
+    min_seed_size: int = 8
     max_growth: int = 6
     min_size: int = 16
     keep_unseeded: bool = True
