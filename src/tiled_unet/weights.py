@@ -36,10 +36,15 @@ def _placeholder(ndim: int) -> UNet:
         return UNet(config).eval()
 
 
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+TRAINED = ("nuclei-2d", "nuclei-3d")
 BUILTIN = {
     "placeholder-2d": lambda: _placeholder(2),
     "placeholder-3d": lambda: _placeholder(3),
 }
+for _name in TRAINED:
+    if (MODELS_DIR / f"{_name}.safetensors").is_file():
+        BUILTIN[_name] = (lambda n=_name: _load_file(MODELS_DIR / f"{n}.safetensors"))
 
 
 def builtin_models() -> dict[str, str]:
@@ -82,6 +87,10 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     if not path.is_file():
         raise FileNotFoundError(f"no built-in model or model file named {os.fspath(name_or_path)!r}; "
                                 f"built-in models: {', '.join(BUILTIN)}")
+    return _load_file(path).to(device)
+
+
+def _load_file(path: Path) -> UNet:
     _refuse_pickle(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -106,4 +115,4 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path}: the weights do not match the architecture in its config: {err}") from err
-    return net.eval().to(device)
+    return net.eval()
