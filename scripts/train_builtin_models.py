@@ -33,10 +33,10 @@ from tiled_unet.train import TrainConfig, new_model, train
 from tiled_unet.weights import save_model
 
 RECIPES = {
-    "nuclei-2d": dict(ndim=2, shape=(256, 256), images=48, depth=3, base_channels=16, patch=(96, 96),
-                      epochs=40, steps=25, batch=4, held_out=12),
-    "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=24, depth=2, base_channels=12, patch=(16, 40, 40),
-                      epochs=40, steps=20, batch=2, held_out=6),
+    "nuclei-2d": dict(ndim=2, shape=(256, 256), images=96, depth=3, base_channels=24, patch=(96, 96),
+                      epochs=120, steps=40, batch=4, held_out=12),
+    "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=48, depth=2, base_channels=12, patch=(16, 40, 40),
+                      epochs=100, steps=30, batch=2, held_out=6),
 }
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     init = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name)
     config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
-                         patch_shape=recipe["patch"], validation_fraction=0.1, patience=12, seed=args.seed,
+                         patch_shape=recipe["patch"], validation_fraction=0.1, patience=recipe["epochs"], seed=args.seed,
                          device="cpu")
 
     def progress(event):

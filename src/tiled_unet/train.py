@@ -36,6 +36,7 @@ class TrainConfig:
     batch_size: int = 4
     patch_shape: tuple[int, ...] = ()
     learning_rate: float = 1e-3
+    schedule: str = "cosine"
     weight_decay: float = 1e-5
     w0: float = 10.0
     sigma: float = 5.0
@@ -54,6 +55,8 @@ class TrainConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
+        _check(self.schedule in ("cosine", "constant"),
+               f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         _check(self.w0 >= 0 and self.sigma > 0, f"need w0 >= 0 and sigma > 0, got w0={self.w0}, sigma={self.sigma}")
         _check(0 <= self.foreground_fraction <= 1, f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
         _check(0 <= self.validation_fraction < 1, f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
@@ -89,6 +92,14 @@ class TrainProgress:
     @property
     def fraction(self) -> float:
         return (self.epoch - 1 + self.step / self.steps) / self.epochs
+
+
+def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of an epoch (1-based): constant, or cosine decay to 5 % over ``epochs``."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    progress = (epoch - 1) / max(config.epochs - 1, 1)
+    return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def default_patch(ndim: int) -> tuple[int, ...]:
@@ -194,6 +205,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
 
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_learning_rate(cfg, epoch)
             net.train()
             losses = []
             for step in range(1, cfg.steps_per_epoch + 1):
