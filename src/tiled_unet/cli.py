@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON: one object per threshold and a summary")
     e.set_defaults(func=cmd_evaluate)
 
+    from .cli_train import add_train_parser
+
+    add_train_parser(sub)
+
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(func=cmd_models)
     return parser
