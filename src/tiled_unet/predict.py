@@ -160,7 +160,7 @@ def _choose_tile_shape(cfg: InferenceConfig, net: UNet, geometry: UNetGeometry, 
 
 def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None, axes: str | None = None,
                  overwrite: bool = False, voxel_size: tuple[float, ...] | None = None,
-                 config: InferenceConfig | None = None,
+                 config: InferenceConfig | None = None, tile_hook: Any = None,
                  **options: Any) -> Generator[TileProgress, None, Any]:
     """Class probabilities of ``image``, tile by tile; yields progress, returns the result.
 
@@ -169,6 +169,10 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     ``voxel_size`` (spatial axes, the model's units): when it differs from the voxel size
     the model was trained at, the image is resampled to the model's grid and the
     probabilities back to the image's (see :mod:`tiled_unet.resample`).
+    ``tile_hook`` (for resumable and distributed runs; not with resampling): an object
+    with ``skip(frame, tile) -> bool`` (tiles not to compute), ``intensity(frame)`` ->
+    ``(offset, scale)`` or None (given normalisation), and ``written(frame, tiles)``,
+    called once those tiles are stored in ``out``.
     """
     cfg = config if config is not None else InferenceConfig(**options)
     net = _resolve_model(model)
@@ -177,6 +181,8 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     if voxel_size is not None:
         factors = _voxel_factors(voxel_size, net, layout)
         if factors is not None:
+            if tile_hook is not None:
+                raise ValueError("tile_hook cannot be combined with resampling to the model's voxel size")
             return (yield from _predict_resampled(image, source, layout, factors, net, out, overwrite, cfg))
     device = resolve_device(cfg.device)
     amp = resolve_precision(cfg.precision, device)
@@ -198,24 +204,35 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
         net.to(memory_format=torch.channels_last if geometry.ndim == 2 else torch.channels_last_3d)
     runner = _Runner(net, device, amp, channels_last, geometry)
     frames = list(itertools.product(*(range(n) for n in layout.lead_shape)))
-    batches = [tiles[i:i + cfg.batch_size] for i in range(0, len(tiles), cfg.batch_size)]
     readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiled-unet-read")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiled-unet-write")
-    writes: deque[Future] = deque()
+    writes: deque[tuple[Future, Any]] = deque()
+
+    def settle(write: tuple[Future, Any]) -> None:
+        write[0].result()
+        if write[1] is not None:
+            tile_hook.written(*write[1])
+
     try:
         for f, frame in enumerate(frames):
-            offset, scale = normalize.intensity_range(
+            todo = tiles if tile_hook is None else [t for t in tiles if not tile_hook.skip(f, t.index)]
+            if not todo:
+                yield TileProgress(len(tiles), len(tiles), f, len(frames))
+                continue
+            given = None if tile_hook is None else tile_hook.intensity(f)
+            offset, scale = given if given is not None else normalize.intensity_range(
                 lambda s, fr=frame: layout.to_channels_first(np.asarray(source[layout.index(fr, s)])),
                 layout.spatial_shape, net.model_config.normalization)
 
             def read(tile: Tile, fr=frame, o=offset, s=scale) -> np.ndarray:
                 return _read_tile(source, layout, fr, tile, o, s)
 
+            batches = [todo[i:i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
             pending: deque[list[Future]] = deque()
             upcoming = iter(batches)
             for batch in itertools.islice(upcoming, cfg.prefetch + 1):
                 pending.append([readers.submit(read, t) for t in batch])
-            done = 0
+            done = len(tiles) - len(todo)
             for batch in batches:
                 inputs = [fut.result() for fut in pending.popleft()]
                 nxt = next(upcoming, None)
@@ -223,18 +240,21 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
                     pending.append([readers.submit(read, t) for t in nxt])
                 for tile, probs in runner.run(batch, inputs, read):
                     index = frame + (slice(None),) + tile.write_slices
-                    writes.append(writer.submit(sink.write, index, probs.astype(cfg.output_dtype, copy=False)))
+                    writes.append((writer.submit(sink.write, index, probs.astype(cfg.output_dtype, copy=False)),
+                                   None))
+                if tile_hook is not None:  # the writer is FIFO: the batch is stored once its last write is
+                    writes[-1] = (writes[-1][0], (f, [t.index for t in batch]))
                 while len(writes) > 2 * cfg.batch_size:
-                    writes.popleft().result()
+                    settle(writes.popleft())
                 done += len(batch)
                 yield TileProgress(done, len(tiles), f, len(frames))
         while writes:
-            writes.popleft().result()
+            settle(writes.popleft())
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)
         net.train(was_training)
-    for fut in writes:
+    for fut, _ in writes:
         fut.result()
     return sink.finish()
 
