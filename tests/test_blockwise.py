@@ -337,7 +337,7 @@ def test_invalid_inputs_and_outputs(tmp_path, probs2d):
 
 @pytest.mark.slow
 @settings(max_examples=12, deadline=None)
-@given(block=st.tuples(st.integers(1, 24), st.integers(2, 40), st.integers(2, 40)),
+@given(block=st.tuples(st.integers(4, 24), st.integers(6, 40), st.integers(6, 40)),
        config=st.sampled_from(list(CONFIGS.values())), seed=st.integers(0, 1000))
 def test_larger_3d_property(tmp_path_factory, block, config, seed):
     tmp_path = tmp_path_factory.mktemp("large")

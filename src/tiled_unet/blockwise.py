@@ -268,42 +268,60 @@ class _Runner:
             return self.client.gather(futures)
         from dask.callbacks import Callback
 
-        wanted, done, failed = set(keys), [0], []
-        running = threading.Condition()
-        active = [0]
-
-        def guarded(call: Callable) -> Any:
-            # after a failed progress call, the remaining tasks do nothing
-            with running:
-                if failed:
-                    return None
-                active[0] += 1
-            try:
-                return call()
-            finally:
-                with running:
-                    active[0] -= 1
-                    running.notify_all()
-
-        tasks = [dask.delayed(guarded, pure=False)(functools.partial(function, *args), dask_key_name=key)
+        wanted, done = set(keys), [0]
+        state = _MapState()
+        _MAPS[token] = state
+        tasks = [dask.delayed(_guarded, pure=False)(token, functools.partial(function, *args), dask_key_name=key)
                  for key, args in zip(keys, calls)]
 
-        def posttask(key, result, dsk, state, worker_id):
-            if key in wanted and not failed:
+        def posttask(key, result, dsk, state_, worker_id):
+            if key in wanted and not state.failed:
                 done[0] += 1
                 try:
                     report(done[0], total, stage)
                 except BaseException as err:  # e.g. a cancel request: stop, let running tasks end
-                    with running:
-                        failed.append(err)
+                    with state.running:
+                        state.failed.append(err)
 
-        with Callback(posttask=posttask):
-            results = list(dask.compute(*tasks, scheduler=self.scheduler))
-        with running:  # in-process tasks still running finish before the error is raised
-            running.wait_for(lambda: active[0] == 0, timeout=600)
-        if failed:
-            raise failed[0]
+        try:
+            with Callback(posttask=posttask):
+                results = list(dask.compute(*tasks, scheduler=self.scheduler))
+        finally:
+            with state.running:  # in-process tasks still running finish before anything is raised
+                state.running.wait_for(lambda: state.active == 0, timeout=600)
+            _MAPS.pop(token, None)
+        if state.failed:
+            raise state.failed[0]
         return results
+
+
+class _MapState:
+    """In-process bookkeeping of one :meth:`_Runner.map`: tasks running, and the error that stops it."""
+
+    def __init__(self) -> None:
+        self.running = threading.Condition()
+        self.active = 0
+        self.failed: list[BaseException] = []
+
+
+_MAPS: dict[str, _MapState] = {}
+
+
+def _guarded(token: str, call: Callable) -> Any:
+    """Run one task, unless its map has been stopped (tasks in other processes just run)."""
+    state = _MAPS.get(token)
+    if state is None:
+        return call()
+    with state.running:
+        if state.failed:
+            return None
+        state.active += 1
+    try:
+        return call()
+    finally:
+        with state.running:
+            state.active -= 1
+            state.running.notify_all()
 
 
 # --- inputs ------------------------------------------------------------------------------
