@@ -1,0 +1,99 @@
+"""Memory and time estimates for a segmentation run, from the model's geometry and the tile grid.
+
+An estimate, not a measurement: activation memory follows
+:func:`tiled_unet.devices.activation_bytes`; time is the multiply-adds of the network
+on every tile divided by a nominal speed of the device, replaced by the speed measured
+in the last run of this session once there is one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..devices import activation_bytes, auto_tile_shape, memory_budget, resolve_device
+from ..tiling import UNetGeometry, plan_tiles
+
+#: nominal speeds (floating point operations per second) until a run has been measured
+NOMINAL_FLOPS = {"cpu": 8e9, "cuda": 2e12, "mps": 5e11}
+MEASURED_FLOPS: dict[str, float] = {}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    tiles: int
+    frames: int
+    input_tile: tuple[int, ...]
+    tile_bytes: int
+    result_bytes: int
+    flops: float
+    seconds: float
+    measured: bool
+    device: str
+
+    def text(self) -> str:
+        speed = "measured speed of the last run" if self.measured else "nominal device speed"
+        where = "result in memory" if self.result_bytes else "result written to zarr"
+        return (f"Estimate: {self.tiles} tile(s) of {'x'.join(map(str, self.input_tile))} x {self.frames} "
+                f"frame(s); about {_size(self.tile_bytes)} per tile on {self.device}, "
+                f"{_size(self.result_bytes) + ' ' if self.result_bytes else ''}{where}; "
+                f"roughly {_duration(self.seconds)} ({speed}, +- a factor 2).")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KiB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def forward_flops(config, input_shape: tuple[int, ...]) -> float:
+    """Approximate floating point operations of one forward pass (convolutions only)."""
+    voxels = math.prod(input_shape)
+    k = 3 ** config.ndim
+    total = 0.0
+    for level in range(config.depth + 1):
+        c = config.base_channels * 2**level
+        v = voxels / 2 ** (level * config.ndim)
+        c_in = config.in_channels if level == 0 else c // 2
+        total += 2 * k * v * (c_in * c + c * c)  # contracting path
+        if level < config.depth:
+            total += 2 * v * (2 ** config.ndim * 2 * c * c + k * (2 * c * c + c * c))  # up-conv + expanding
+    return total
+
+
+def estimate(spatial_shape: tuple[int, ...], frames: int, net, *, tile_shape="auto", device: str = "auto",
+             in_memory: bool = True, batch_size: int = 1) -> Estimate:
+    """Estimate memory (per tile and for the in-memory result) and time of segmenting an image."""
+    dev = resolve_device(device)
+    geometry = UNetGeometry(net.config.ndim, net.config.depth, net.config.padding)
+    if tile_shape == "auto":
+        tile_shape = auto_tile_shape(net.config, geometry, spatial_shape, memory_budget(dev) // batch_size)
+    tiles = plan_tiles(spatial_shape, geometry, tuple(tile_shape))
+    input_tile = tiles[0].input_shape
+    per_tile = activation_bytes(net.config, input_tile, batch_size)
+    voxels = math.prod(spatial_shape) * frames
+    # probabilities (float32 per class) + labels (uint32) + seeds/masks while labelling
+    result = voxels * (4 * net.config.num_classes + 4 + 8) if in_memory else 0
+    flops = forward_flops(net.config, input_tile) * len(tiles) * frames
+    speed = MEASURED_FLOPS.get(dev.type)
+    seconds = flops / (speed or NOMINAL_FLOPS.get(dev.type, 8e9))
+    return Estimate(len(tiles), frames, tuple(input_tile), per_tile, result, flops, seconds,
+                    speed is not None, str(dev))
+
+
+def record_speed(device: str, flops: float, seconds: float) -> None:
+    """Remember the speed of a finished run, for the next estimates on that device."""
+    if seconds > 0.2 and flops > 0:
+        MEASURED_FLOPS[resolve_device(device).type] = flops / seconds

@@ -1,0 +1,81 @@
+"""The Segment widget in a real viewer: labels like the core's, cancel, zarr in and out."""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+import tiled_unet
+from tiled_unet._napari._segment_widget import ZARR, SegmentWidget
+from tiled_unet.segment import LabelProgress
+
+
+def _widget(viewer, layer, model="nuclei-2d"):
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._model.value = model
+    widget._image.value = layer
+    widget._device.value = "cpu"
+    return widget
+
+
+def test_segment_in_memory_matches_core(viewer, crop2d, wait_for_worker):
+    image, truth = crop2d
+    layer = viewer.add_image(image, name="cells", scale=(0.5, 0.5), translate=(10, 20))
+    widget = _widget(viewer, layer)
+    assert "tile" in widget._estimate.value and "Estimate" in widget._estimate.value
+    widget.run()
+    wait_for_worker(widget)
+    labels = viewer.layers["cells labels"]
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", precision="float32")
+    np.testing.assert_array_equal(labels.data, expected)
+    n_true = len(np.unique(truth)) - 1
+    assert abs(int(labels.data.max()) - n_true) <= max(3, n_true // 4)
+    assert tuple(labels.scale) == (0.5, 0.5) and tuple(labels.translate) == (10, 20)
+    assert any(isinstance(e, LabelProgress) for e in widget.events)
+    assert widget._status.value.startswith("done")
+
+
+def test_cancel_stops_within_a_tile_and_adds_no_layer(viewer, crop2d, wait_for_worker, qtbot):
+    image = np.tile(crop2d[0], (2, 2))
+    layer = viewer.add_image(image, name="big")
+    widget = _widget(viewer, layer)
+    widget._tile.value = 16  # many small tiles
+    widget.run()
+    qtbot.waitUntil(lambda: len(widget.events) >= 1, timeout=30_000)
+    widget.cancel()
+    wait_for_worker(widget)
+    total = widget.events[0].total
+    assert total > 100 and len(widget.events) <= 3
+    assert [ly.name for ly in viewer.layers] == ["big"]
+    assert widget._status.value == "cancelled"
+
+
+def test_zarr_image_to_zarr_labels_stays_lazy(viewer, crop2d, tmp_path, wait_for_worker):
+    image = crop2d[0]
+    src = zarr.open_array(str(tmp_path / "cells.zarr"), mode="w", shape=image.shape, chunks=(64, 64),
+                          dtype=image.dtype)
+    src[...] = image
+    lazy = zarr.open_array(str(tmp_path / "cells.zarr"), mode="r")
+    layer = viewer.add_image(lazy, name="cells", contrast_limits=(0, 4000))
+    widget = _widget(viewer, layer)
+    assert widget._output.value == ZARR  # proposed for lazy data
+    assert widget._out_path.value == tmp_path / "cells_labels.zarr"
+    widget.run()
+    wait_for_worker(widget)
+    labels = viewer.layers["cells labels"]
+    assert isinstance(labels.data, zarr.Array) and isinstance(layer.data, zarr.Array)
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", precision="float32")
+    np.testing.assert_array_equal(labels.data[...], expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.zarr", "cells_labels.zarr"]
+
+
+def test_errors_are_shown_not_raised(viewer, crop2d, wait_for_worker):
+    layer = viewer.add_image(np.stack([crop2d[0]] * 2), name="two")
+    widget = _widget(viewer, layer)
+    assert widget._axes.value == "TYX"
+    widget._axes.value = "YX"
+    widget.run()
+    assert "axes 'YX' must name each of the 3 axes" in widget._status.value
+    assert widget.worker is None
+
