@@ -87,44 +87,6 @@ def _instance_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    from .segment import segment_iter
-    from .synthetic import sample
-
-    if (args.input is None) == (args.sample is None):
-        raise ValueError("give either an INPUT path or --sample NAME")
-    if args.input is not None and not os.path.exists(args.input):
-        raise FileNotFoundError(f"no such input: {args.input}")
-    image = sample(args.sample)[0] if args.sample else args.input
-    model = args.model or _default_model(image, args.sample)
-    output = Path(args.output)
-    to_tiff = output.suffix.lower() in (".tif", ".tiff")
-    if output.exists() and not args.overwrite:
-        raise FileExistsError(f"output {output} already exists; pass --overwrite to replace it")
-    if to_tiff and args.probabilities:
-        raise ValueError("--probabilities needs a zarr output (-o OUT.zarr); for a TIFF output run "
-                         "'tiled-unet predict' for the probabilities")
-    start = time.perf_counter()
-    gen = segment_iter(image, model, out=None if to_tiff else output, probabilities=args.probabilities,
-                       instances=_instance_overrides(args), overwrite=args.overwrite,
-                       block_shape=tuple(args.block_shape) if args.block_shape else None,
-                       **_inference_kwargs(args))
-    try:
-        while True:
-            event = next(gen)
-            if hasattr(event, "frame"):
-                _progress(event)
-    except StopIteration as stop:
-        labels = stop.value
-    print(file=sys.stderr)
-    if to_tiff:
-        _write_tiff(output, labels, args.overwrite, _output_axes(image, model, args.axes).replace("C", ""))
-    count = int(labels[...].max()) if to_tiff or labels.size < 2**28 else "?"
-    print(f"wrote {output}: instance labels, shape {tuple(labels.shape)}, {count} cells (largest ID), "
-          f"{time.perf_counter() - start:.1f} s")
-    return 0
-
-
 def _output_axes(image, model, axes: str | None) -> str:
     from .io import open_image
     from .layout import parse_layout
@@ -190,24 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     _inference_options(p)
     p.set_defaults(func=cmd_predict)
 
-    g = sub.add_parser("segment", help="instance labels: one ID per cell (0 = background)")
-    g.add_argument("input", nargs="?", help="TIFF file, zarr directory / .zip, or OME-Zarr image")
-    g.add_argument("-o", "--output", required=True, help="output labels: a .zarr directory or a .tif file")
-    g.add_argument("--sample", choices=["nuclei-2d", "nuclei-3d"], help="use a built-in synthetic sample")
-    _inference_options(g)
-    g.add_argument("--voxel-size", type=float, nargs="+", metavar="S", help="voxel size of the spatial "
-                   "axes (e.g. 2.0 0.5 0.5); resampled to the model's when they differ")
-    g.add_argument("--probabilities", help="also keep the class probabilities in this zarr (zarr output only)")
-    g.add_argument("--block-shape", type=int, nargs="+", metavar="N", help="blocks of the zarr labelling")
-    i = g.add_argument_group("instances (default: the model's stored parameters)")
-    i.add_argument("--foreground-threshold", type=float, help="1 - p(background) >= this is foreground")
-    i.add_argument("--seed-threshold", type=float, help="p(interior) >= this makes seeds")
-    i.add_argument("--min-seed-size", type=int, help="smaller seeds are dropped (pixels)")
-    i.add_argument("--max-growth", type=int, help="seeds grow at most this many pixels")
-    i.add_argument("--min-size", type=int, help="smaller cells are removed (pixels)")
-    i.add_argument("--no-fill-holes", action="store_true", help="keep holes inside cells")
-    i.add_argument("--drop-unseeded", action="store_true", help="drop foreground regions without a seed")
-    g.set_defaults(func=cmd_segment)
+    from .cli_segment import add_segment_parser
+
+    add_segment_parser(sub)
 
     e = sub.add_parser("evaluate", help="compare predicted instance labels with true ones (IoU matching)")
     e.add_argument("pred", help="predicted labels: TIFF file or zarr array (0 = background)")
