@@ -15,8 +15,9 @@ from pathlib import Path
 class _Printer:
     """Plain-text progress on stderr: overall file count and the current file's bar."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.name, self.head, self.last = stream, "", "", ""
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.name, self.head, self.last = "", "", ""
 
     def _line(self, text: str) -> None:
         if text != self.last:
