@@ -101,7 +101,10 @@ class SegmentWidget(Container):
         return REGISTRY.load(self._model.value)
 
     def _on_registry(self, path: str) -> None:
-        self._model.reset_choices()
+        try:
+            self._model.reset_choices()
+        except RuntimeError:  # this widget was closed
+            REGISTRY.added.disconnect(self._on_registry)
 
     def _on_model_file(self) -> None:
         path = self._model_file.value

@@ -1,0 +1,73 @@
+"""The Train widget in a real viewer: a short training writes a model that segments; cancel keeps the best."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tiled_unet
+from tiled_unet._napari._segment_widget import SegmentWidget
+from tiled_unet._napari._train_widget import NEW_MODEL, TrainWidget, training_labels
+from tiled_unet.train import TrainProgress
+
+
+def _widget(viewer, crop2d, tmp_path, epochs):
+    image, truth = crop2d
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(truth, name="painted")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    row = widget._pairs[0]
+    row[0].value, row[1].value = viewer.layers["cells"], viewer.layers["painted"]
+    widget._init.value = NEW_MODEL
+    widget._epochs.value, widget._steps.value, widget._batch.value = epochs, 2, 2
+    widget._patch.value, widget._device.value = 16, "cpu"
+    widget._out.value = tmp_path / "mine.safetensors"
+    return widget
+
+
+def test_short_training_writes_a_model_the_segment_widget_offers(viewer, crop2d, tmp_path, wait_for_worker):
+    segment = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(segment)
+    widget = _widget(viewer, crop2d, tmp_path, epochs=1)
+    widget.run()
+    wait_for_worker(widget, timeout=120_000)
+    assert widget._status.value.startswith("done"), widget._status.value
+    path = tmp_path / "mine.safetensors"
+    assert path.is_file()
+    kinds = [e.kind for e in widget.events]
+    assert kinds == ["step", "step", "epoch"] and all(isinstance(e, TrainProgress) for e in widget.events)
+    assert "validation AP@0.5" in widget._history.value
+    assert str(path) in [value for value in segment._model.choices]
+    labels = tiled_unet.segment(crop2d[0], str(path), device="cpu")
+    assert labels.shape == crop2d[0].shape and labels.dtype == np.uint32
+    assert tiled_unet.load_model(path).model_config.name == "custom"
+
+
+def test_cancel_keeps_the_best_model_so_far(viewer, crop2d, tmp_path, wait_for_worker, qtbot):
+    widget = _widget(viewer, crop2d, tmp_path, epochs=50)
+    widget.run()
+    qtbot.waitUntil(lambda: any(e.kind == "epoch" for e in widget.events), timeout=120_000)
+    widget.cancel()
+    wait_for_worker(widget, timeout=60_000)
+    assert widget._status.value.startswith("cancelled: the best model so far"), widget._status.value
+    assert len(widget.events) <= 6
+    assert tiled_unet.load_model(tmp_path / "mine.safetensors").model_config.training["epochs_run"] >= 1
+
+
+def test_weight_map_preview(viewer, crop2d, tmp_path, qtbot):
+    widget = _widget(viewer, crop2d, tmp_path, epochs=1)
+    widget.preview_weights()
+    qtbot.waitUntil(lambda: "painted weight map" in viewer.layers, timeout=30_000)
+    weights = viewer.layers["painted weight map"].data
+    assert weights.shape == crop2d[1].shape and weights.max() > 10  # w0 = 10 between touching cells
+
+
+def test_ignore_convention():
+    painted = np.array([[0, 1, 1], [2, 2, 0], [3, 0, 1]], np.uint16)
+    labels, ignore = training_labels(painted, True, 1)
+    assert ignore == 4
+    np.testing.assert_array_equal(labels, [[4, 0, 0], [2, 2, 4], [3, 4, 0]])
+    assert training_labels(painted, False, 1)[1] is None
+    with pytest.raises(ValueError, match="no pixel has the background label 7"):
+        training_labels(painted, True, 7)
