@@ -27,7 +27,7 @@ from .resume import Plan, TileRecord, model_bytes, model_from_bytes, tile_plan
 _MODELS: dict[str, UNet] = {}  # per worker process: SHA-256 of the model bytes -> model
 
 
-def connect(scheduler: Any) -> Any:
+def connect(scheduler: Any, timeout: str = "20s") -> Any:
     """A ``dask.distributed.Client`` from a client (returned as is) or a scheduler address."""
     if all(hasattr(scheduler, a) for a in ("submit", "gather", "scatter")):
         return scheduler
@@ -40,7 +40,7 @@ def connect(scheduler: Any) -> Any:
         raise ImportError("a dask cluster needs the 'distributed' package: pip install "
                           "'napari-tiled-unet[cluster]'") from err
     try:
-        return Client(scheduler, timeout="20s")
+        return Client(scheduler, timeout=timeout)
     except OSError as err:
         raise ValueError(f"cannot reach a dask scheduler at {scheduler!r} ({err}); start one with "
                          f"'dask scheduler' and workers with 'dask worker {scheduler}'") from err

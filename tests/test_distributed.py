@@ -1,0 +1,72 @@
+"""A real dask.distributed LocalCluster gives the in-process result exactly (probabilities and labels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from tiled_unet import builtin_models, predict
+from tiled_unet.batch import segment_files
+from tiled_unet.synthetic import sample
+
+distributed = pytest.importorskip("distributed")
+
+M2 = "nuclei-2d" if "nuclei-2d" in builtin_models() else "placeholder-2d"
+OPTIONS = {"device": "cpu", "precision": "float32", "tile_shape": (48, 48)}
+
+
+def _model_cache_sizes() -> int:
+    from tiled_unet import distributed as tiled_distributed
+
+    return len(tiled_distributed._MODELS)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A 2-D zarr image (frames T x Y x X, so frames and blocks are both exercised)."""
+    base = sample("nuclei-2d")[0]
+    image = np.stack([base[:200, :176], base[40:240, 60:236][::-1]])
+    path = tmp_path_factory.mktemp("input") / "frames.zarr"
+    zarr.open_array(str(path), mode="w", shape=image.shape, chunks=(1, 64, 64), dtype=image.dtype)[:] = image
+    return path
+
+
+def test_cluster_equals_in_process(client, images, tmp_path):
+    local = segment_files([images], tmp_path / "local", M2, probabilities=True, **OPTIONS)
+    remote = segment_files([images], tmp_path / "cluster", M2, probabilities=True, scheduler=client, **OPTIONS)
+    assert [r.status for r in local + remote] == ["done", "done"]
+    for name in ("frames_labels.zarr", "frames_probabilities.zarr"):
+        a = zarr.open_array(str(tmp_path / "local" / name), mode="r")[...]
+        b = zarr.open_array(str(tmp_path / "cluster" / name), mode="r")[...]
+        assert np.array_equal(a, b), name
+    labels = zarr.open_array(str(tmp_path / "cluster" / "frames_labels.zarr"), mode="r")
+    assert labels.shape == (2, 200, 176) and labels[...].max() > 5
+    # each worker built the model once and kept it
+    assert set(client.run(_model_cache_sizes).values()) == {1}
+
+
+def test_predict_distributed_and_batches(client, images, tmp_path):
+    from tiled_unet.distributed import predict_distributed
+
+    options = {**OPTIONS, "batch_size": 2}
+    expected = predict(str(images), M2, out=tmp_path / "local.zarr", **options)
+    result = predict_distributed(images, M2, tmp_path / "cluster.zarr", client, **options)
+    assert result.attrs["complete"] and np.array_equal(result[...], expected[...])
+
+
+def test_bad_scheduler_address_is_reported(images, tmp_path):
+    from tiled_unet.distributed import connect
+
+    with pytest.raises(ValueError, match="cannot reach a dask scheduler"):
+        connect("tcp://127.0.0.1:1", timeout="1s")
+    with pytest.raises(TypeError, match="scheduler address"):
+        connect(42)
