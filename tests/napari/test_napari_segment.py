@@ -79,3 +79,54 @@ def test_errors_are_shown_not_raised(viewer, crop2d, wait_for_worker):
     assert "axes 'YX' must name each of the 3 axes" in widget._status.value
     assert widget.worker is None
 
+
+
+def test_every_frame_of_a_time_series(viewer, crop2d, wait_for_worker):
+    stack = np.stack([crop2d[0], crop2d[0][::-1]])
+    layer = viewer.add_image(stack, name="movie", scale=(5.0, 0.5, 0.5))
+    widget = _widget(viewer, layer)
+    assert widget._axes.value == "TYX"
+    widget.run()
+    wait_for_worker(widget)
+    labels = viewer.layers["movie labels"]
+    expected = tiled_unet.segment(stack, "nuclei-2d", axes="TYX", device="cpu", precision="float32")
+    np.testing.assert_array_equal(labels.data, expected)
+    assert labels.data.shape == stack.shape and tuple(labels.scale) == (5.0, 0.5, 0.5)
+
+
+def test_one_channel_of_a_lazy_multichannel_image(viewer, crop2d, tmp_path, wait_for_worker):
+    image = crop2d[0]
+    src = zarr.open_array(str(tmp_path / "two.zarr"), mode="w", shape=(2,) + image.shape, chunks=(1, 64, 64),
+                          dtype=image.dtype)
+    src[1] = image
+    layer = viewer.add_image(src, name="two", contrast_limits=(0, 4000))
+    widget = _widget(viewer, layer)
+    widget._output.value = "in memory"
+    widget._axes.value, widget._channel.value = "CYX", 1
+    widget.run()
+    wait_for_worker(widget)
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", precision="float32")
+    np.testing.assert_array_equal(viewer.layers["two labels"].data, expected)
+    assert isinstance(layer.data, zarr.Array)
+    widget._channel.value = 2
+    widget.run()
+    assert "channel 2 does not exist" in widget._status.value
+
+
+def test_layer_scale_feeds_the_models_voxel_size(viewer, crop2d, tmp_path, wait_for_worker):
+    import dataclasses
+
+    from tiled_unet._napari._models import REGISTRY
+
+    net = tiled_unet.load_model("nuclei-2d")
+    net.model_config = dataclasses.replace(net.model_config, voxel_size=(1.0, 1.0))
+    path = tiled_unet.save_model(net, tmp_path / "at_1um.safetensors")
+    image = crop2d[0]
+    layer = viewer.add_image(image, name="fine", scale=(0.5, 0.5))
+    widget = _widget(viewer, layer, model=REGISTRY.add(path))
+    widget.run()
+    wait_for_worker(widget)
+    expected = tiled_unet.segment(image, net, voxel_size=(0.5, 0.5), device="cpu", precision="float32")
+    unscaled = tiled_unet.segment(image, net, device="cpu", precision="float32")
+    assert not np.array_equal(expected, unscaled)
+    np.testing.assert_array_equal(viewer.layers["fine labels"].data, expected)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from ..devices import activation_bytes, auto_tile_shape, memory_budget, resolve_device
 from ..tiling import UNetGeometry, plan_tiles
 
-#: nominal speeds (floating point operations per second) until a run has been measured
-NOMINAL_FLOPS = {"cpu": 8e9, "cuda": 2e12, "mps": 5e11}
+#: nominal speeds (floating point operations per second) until a run has been measured; CPU: per
+#: thread (about 1e11 was measured for float32 on one core of an AVX-512 server)
+NOMINAL_FLOPS = {"cpu": 8e10, "cuda": 1e13, "mps": 2e12}
 MEASURED_FLOPS: dict[str, float] = {}
 
 
@@ -59,17 +62,29 @@ def _duration(seconds: float) -> str:
 
 
 def forward_flops(config, input_shape: tuple[int, ...]) -> float:
-    """Approximate floating point operations of one forward pass (convolutions only)."""
-    voxels = math.prod(input_shape)
+    """Floating point operations of one forward pass (convolutions; sizes followed layer by layer)."""
     k = 3 ** config.ndim
+    shrink = 2 if config.padding == "valid" else 0
+    sizes = list(input_shape)
     total = 0.0
+    skips = []
+    c_in = config.in_channels
     for level in range(config.depth + 1):
         c = config.base_channels * 2**level
-        v = voxels / 2 ** (level * config.ndim)
-        c_in = config.in_channels if level == 0 else c // 2
-        total += 2 * k * v * (c_in * c + c * c)  # contracting path
+        for c_from in (c_in, c):
+            sizes = [n - shrink for n in sizes]
+            total += 2 * k * c_from * c * math.prod(sizes)
+        c_in = c
         if level < config.depth:
-            total += 2 * v * (2 ** config.ndim * 2 * c * c + k * (2 * c * c + c * c))  # up-conv + expanding
+            skips.append(c)
+            sizes = [n // 2 for n in sizes]
+    for level in reversed(range(config.depth)):
+        c = config.base_channels * 2**level
+        sizes = [2 * n for n in sizes]
+        total += 2 * (2 * c) * c * math.prod(sizes)  # 2x up-convolution: one output voxel per input tap
+        for c_from in (2 * c, c):
+            sizes = [n - shrink for n in sizes]
+            total += 2 * k * c_from * c * math.prod(sizes)
     return total
 
 
@@ -88,7 +103,10 @@ def estimate(spatial_shape: tuple[int, ...], frames: int, net, *, tile_shape="au
     result = voxels * (4 * net.config.num_classes + 4 + 8) if in_memory else 0
     flops = forward_flops(net.config, input_tile) * len(tiles) * frames
     speed = MEASURED_FLOPS.get(dev.type)
-    seconds = flops / (speed or NOMINAL_FLOPS.get(dev.type, 8e9))
+    nominal = NOMINAL_FLOPS.get(dev.type, NOMINAL_FLOPS["cpu"])
+    if dev.type == "cpu":
+        nominal *= torch.get_num_threads() ** 0.8
+    seconds = flops / (speed or nominal)
     return Estimate(len(tiles), frames, tuple(input_tile), per_tile, result, flops, seconds,
                     speed is not None, str(dev))
 
