@@ -123,10 +123,28 @@ def test_layer_scale_feeds_the_models_voxel_size(viewer, crop2d, tmp_path, wait_
     path = tiled_unet.save_model(net, tmp_path / "at_1um.safetensors")
     image = crop2d[0]
     layer = viewer.add_image(image, name="fine", scale=(0.5, 0.5))
-    widget = _widget(viewer, layer, model=REGISTRY.add(path))
+    widget = _widget(viewer, layer)
+    widget._model_file.value = path  # choosing a file adds it to the list and selects it
+    assert widget._model.value == str(path.resolve()) and str(path.resolve()) in REGISTRY.files
     widget.run()
     wait_for_worker(widget)
     expected = tiled_unet.segment(image, net, voxel_size=(0.5, 0.5), device="cpu", precision="float32")
     unscaled = tiled_unet.segment(image, net, device="cpu", precision="float32")
     assert not np.array_equal(expected, unscaled)
     np.testing.assert_array_equal(viewer.layers["fine labels"].data, expected)
+
+
+def test_one_channel_of_an_rgb_image(viewer, crop2d, wait_for_worker):
+    image = crop2d[0]
+    rgb = np.zeros(image.shape + (3,), image.dtype)
+    rgb[..., 1] = image
+    layer = viewer.add_image(rgb, name="rgb", rgb=True, contrast_limits=(0, 4000))
+    widget = _widget(viewer, layer)
+    assert widget._axes.value == "YXC"
+    widget._channel.value = 1
+    widget.run()
+    wait_for_worker(widget)
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", precision="float32")
+    labels = viewer.layers["rgb labels"]
+    np.testing.assert_array_equal(labels.data, expected)
+    assert labels.data.shape == image.shape

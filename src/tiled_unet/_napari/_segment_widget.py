@@ -135,8 +135,7 @@ class SegmentWidget(Container):
         self._axes.value = guess_axes(layer, net.config.ndim)
         data = layer_data(layer)
         src = source_path(data)
-        if not isinstance(data, np.ndarray):
-            self._output.value = ZARR
+        self._output.value = IN_MEMORY if isinstance(data, np.ndarray) else ZARR
         if src:
             self._out_path.value = Path(src).parent / f"{Path(src).name.split('.')[0]}_labels.zarr"
         self._update_estimate()
@@ -174,7 +173,7 @@ class SegmentWidget(Container):
         self._flops = est.flops
         self._estimate.value = est.text()
         if est.result_bytes > LARGE_RESULT and self._output.value == IN_MEMORY:
-            self._estimate.value += " This is large: zarr output is recommended."
+            self._estimate.value += " That is a lot of memory: zarr output is recommended."
 
     # --- running ------------------------------------------------------------------------
     def run(self) -> None:
