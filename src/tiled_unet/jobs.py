@@ -49,6 +49,8 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
     else:
         final, partial = target, target.parent / f".{target.name}.partial"
     if final.exists() and not overwrite:
+        if partial.exists():  # left by a run stopped after its output was in place
+            shutil.rmtree(partial, ignore_errors=True)
         return os.fspath(final), SKIPPED, None, ""
     given_axes = axes.upper() if axes else None
     if path.suffix.lower() in TIFF_SUFFIXES:
@@ -97,6 +99,12 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
             notes.append(event.text)
         yield event
     cells = label_count(labels)
+    if probabilities:  # first: the labels in place mark the file as done
+        keep = (_probs_path(final, "zarr") if not (into_ome_labels and ome is not None)
+                else path.parent / f"{_stem(path)}_{label_name}_probabilities.zarr")
+        remove(keep)
+        os.replace(partial / "probabilities.zarr", keep)
+        notes.append(f"probabilities in {keep}")
     if into_ome_labels and ome is not None:
         from .omezarr import write_ome_labels
 
@@ -104,12 +112,6 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
     else:
         remove(final)
         os.replace(partial / "labels.zarr", final)
-    if probabilities:
-        keep = (_probs_path(final, "zarr") if not (into_ome_labels and ome is not None)
-                else path.parent / f"{_stem(path)}_{label_name}_probabilities.zarr")
-        remove(keep)
-        os.replace(partial / "probabilities.zarr", keep)
-        notes.append(f"probabilities in {keep}")
     shutil.rmtree(partial, ignore_errors=True)
     return os.fspath(final), "done", cells, "; ".join(notes)
 
