@@ -43,6 +43,9 @@ def test_cancel_stops_within_a_tile_and_adds_no_layer(viewer, crop2d, wait_for_w
     widget._tile.value = 16  # many small tiles
     widget.run()
     qtbot.waitUntil(lambda: len(widget.events) >= 1, timeout=30_000)
+    from napari.utils.progress import progress  # the activity dock shows these
+
+    assert any(bar.desc.startswith("Segmenting big: tile") for bar in progress._all_instances)
     widget.cancel()
     wait_for_worker(widget)
     total = widget.events[0].total
