@@ -43,6 +43,24 @@ def test_events_and_summary(pairs):
     assert summary["config"]["w0"] == 10.0 and not net.training
 
 
+def test_instance_thresholds_tuned_on_the_validation_images(pairs):
+    from tiled_unet.train import FOREGROUND_THRESHOLDS, SEED_THRESHOLDS, tune_instance_thresholds
+
+    net = train(*pairs, init=small_model(), **FAST)
+    tuned = net.model_config.training["tuned_instances"]
+    chosen = net.model_config.instances
+    assert (chosen.seed_threshold, chosen.foreground_threshold) == (tuned["seed_threshold"],
+                                                                     tuned["foreground_threshold"])
+    assert chosen.seed_threshold in SEED_THRESHOLDS and chosen.foreground_threshold in FOREGROUND_THRESHOLDS
+    # the chosen pair is the best of the grid on the validation image (the last of the three)
+    image, labels = pairs[0][-1][None].astype(np.float32), pairs[1][-1]
+    again, ap = tune_instance_thresholds(net, [(image, labels)])
+    assert again == chosen and ap == pytest.approx(tuned["val_ap50"])
+    untuned = train(*pairs, init=small_model(), tune_instances=False, **FAST)
+    assert untuned.model_config.training["tuned_instances"] is None
+    assert untuned.model_config.instances == small_model().model_config.instances
+
+
 def test_same_seed_same_weights(pairs):
     a = train(*pairs, init=small_model(), **FAST)
     b = train(*pairs, init=small_model(), **FAST)

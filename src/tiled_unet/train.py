@@ -48,6 +48,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     ignore_label: int | None = None
+    tune_instances: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -132,20 +133,46 @@ def _initial_model(init: Any, ndim: int, in_channels: int, voxel_size: Sequence[
     return net
 
 
-def _validation_ap(net: UNet, pairs: list, device: torch.device) -> float | None:
-    from .instances import instances_from_probabilities
-    from .metrics import match
+SEED_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8)
+FOREGROUND_THRESHOLDS = (0.4, 0.5, 0.6)
+
+
+def _validation_probabilities(net: UNet, pairs: list, device: torch.device) -> list[np.ndarray]:
     from .predict import predict
 
+    axes = "C" + ("YX" if net.config.ndim == 2 else "ZYX")
+    return [predict(raw, net, device=str(device), axes=axes, precision="float32") for raw, _ in pairs]
+
+
+def _mean_ap(probs: list[np.ndarray], pairs: list, config: InstanceConfig, class_names: Sequence[str]) -> float:
+    from .instances import instances_from_probabilities
+    from .metrics import match
+
+    return float(np.mean([match(instances_from_probabilities(p, config, class_names), labels, 0.5).ap
+                          for p, (_, labels) in zip(probs, pairs)]))
+
+
+def _validation_ap(net: UNet, pairs: list, device: torch.device) -> float | None:
     if not pairs:
         return None
-    scores = []
-    for raw, labels in pairs:
-        axes = "C" + ("YX" if net.config.ndim == 2 else "ZYX")
-        probs = predict(raw, net, device=str(device), axes=axes, precision="float32")
-        pred = instances_from_probabilities(probs, net.model_config.instances, net.model_config.class_names)
-        scores.append(match(pred, labels, 0.5).ap)
-    return float(np.mean(scores))
+    probs = _validation_probabilities(net, pairs, device)
+    return _mean_ap(probs, pairs, net.model_config.instances, net.model_config.class_names)
+
+
+def tune_instance_thresholds(net: UNet, pairs: list, device: torch.device | str = "cpu") -> tuple[InstanceConfig, float]:
+    """The seed and foreground thresholds (grid search) with the best mean AP@0.5 on ``pairs``
+    of (image ``(C, *spatial)``, labels); other instance parameters stay the model's."""
+    probs = _validation_probabilities(net, pairs, torch.device(device))
+    names = net.model_config.class_names
+    best = (-1.0, net.model_config.instances)
+    for seed in SEED_THRESHOLDS:
+        for foreground in FOREGROUND_THRESHOLDS:
+            config = dataclasses.replace(net.model_config.instances, seed_threshold=seed,
+                                         foreground_threshold=foreground)
+            ap = _mean_ap(probs, pairs, config, names)
+            if ap > best[0]:
+                best = (ap, config)
+    return best[1], best[0]
 
 
 def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None,
@@ -203,6 +230,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     start = time.perf_counter()
     from .loss import weighted_cross_entropy
 
+    finished = False  # not when cancelled or failed: then the best weights are kept as they are
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
             for group in optimizer.param_groups:
@@ -241,14 +269,21 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                                 state["best_epoch"], time.perf_counter() - start)
             if epoch - state["best_epoch"] >= cfg.patience:
                 break
+        finished = True
     finally:
         net.load_state_dict(best_state)
         net.eval()
+        tuned = None
+        if cfg.tune_instances and val_pairs and finished:
+            instances, tuned_ap = tune_instance_thresholds(net, val_pairs, device)
+            net.model_config = dataclasses.replace(net.model_config, instances=instances)
+            tuned = {"seed_threshold": instances.seed_threshold,
+                     "foreground_threshold": instances.foreground_threshold, "val_ap50": tuned_ap}
         summary = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
                    "best_val_ap50": state["best_ap"] if val_pairs else None,
                    "train_images": len(train_pairs), "val_images": len(val_pairs),
                    "patch_input_shape": list(input_shape), "seconds": round(time.perf_counter() - start, 1),
-                   "config": cfg.to_dict(), "history": state["history"]}
+                   "config": cfg.to_dict(), "history": state["history"], "tuned_instances": tuned}
         net.model_config = dataclasses.replace(net.model_config, name=name, training=summary,
                                                voxel_size=tuple(voxel_size) or net.model_config.voxel_size)
         if out is not None and state["epoch"] >= 1:
