@@ -151,3 +151,20 @@ def test_one_channel_of_an_rgb_image(viewer, crop2d, wait_for_worker):
     labels = viewer.layers["rgb labels"]
     np.testing.assert_array_equal(labels.data, expected)
     assert labels.data.shape == image.shape
+
+
+def test_3d_sample_with_a_3d_model(viewer, wait_for_worker):
+    viewer.open_sample("napari-tiled-unet", "nuclei-3d")
+    layer = viewer.layers["nuclei 3D"]
+    layer.scale = (2.0, 0.5, 0.5)
+    model = "nuclei-3d" if "nuclei-3d" in tiled_unet.builtin_models() else "placeholder-3d"
+    widget = _widget(viewer, layer, model=model)
+    assert widget._axes.value == "ZYX"
+    widget.run()
+    wait_for_worker(widget, timeout=120_000)
+    net = tiled_unet.load_model(model)
+    voxel = (2.0, 0.5, 0.5) if net.model_config.voxel_size else None
+    expected = tiled_unet.segment(layer.data, net, voxel_size=voxel, device="cpu", precision="float32")
+    labels = viewer.layers["nuclei 3D labels"]
+    np.testing.assert_array_equal(labels.data, expected)
+    assert tuple(labels.scale) == (2.0, 0.5, 0.5) and labels.data.ndim == 3
