@@ -42,7 +42,7 @@ def images(tmp_path_factory):
 
 def test_cluster_equals_in_process(client, images, tmp_path):
     local = segment_files([images], tmp_path / "local", M2, probabilities=True, **OPTIONS)
-    remote = segment_files([images], tmp_path / "cluster", M2, probabilities=True, scheduler=client, **OPTIONS)
+    remote = segment_files([images], tmp_path / "cluster", M2, probabilities=True, client=client, **OPTIONS)
     assert [r.status for r in local + remote] == ["done", "done"]
     for name in ("frames_labels.zarr", "frames_probabilities.zarr"):
         a = zarr.open_array(str(tmp_path / "local" / name), mode="r")[...]
@@ -70,3 +70,13 @@ def test_bad_scheduler_address_is_reported(images, tmp_path):
         connect("tcp://127.0.0.1:1", timeout="1s")
     with pytest.raises(TypeError, match="scheduler address"):
         connect(42)
+
+
+def test_command_line_scheduler_address(client, images, tmp_path):
+    from tiled_unet.cli import main
+
+    args = [str(images), "--model", M2, "--device", "cpu", "--precision", "float32", "--tile-shape", "48,48"]
+    assert main(["segment", *args, "-o", str(tmp_path / "local")]) == 0
+    assert main(["segment", *args, "-o", str(tmp_path / "cluster"), "--scheduler", client.scheduler.address]) == 0
+    a, b = (zarr.open_array(str(tmp_path / d / "frames_labels.zarr"), mode="r")[...] for d in ("local", "cluster"))
+    assert np.array_equal(a, b)

@@ -174,7 +174,7 @@ def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
                        into_ome_labels: bool = False, label_name: str = "tiled-unet",
                        output_format: str | None = None, scheduler: Any = None, instances: Any = None,
                        block_shape: tuple[int, ...] | None = None, axes: str | None = None,
-                       voxel_size: Sequence[float] | None = None,
+                       voxel_size: Sequence[float] | None = None, client: Any = None,
                        **predict_options: Any) -> Generator[Any, None, list[FileResult]]:
     """Segment every input; yields :class:`FileStarted`, the engine's progress events,
     :class:`Notice` and one :class:`FileResult` per file; returns the results.
@@ -183,12 +183,11 @@ def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     (each file gets the one matching its axes), or None (built-in nuclei-2d / nuclei-3d).
     ``axes`` / ``voxel_size`` (spatial axes, micrometres) override what the files say.
     ``scheduler``: a ``dask.distributed.Client`` or scheduler address runs the zarr jobs on
-    that cluster; a dask scheduler name only labels with it. Other options: those of
+    that cluster (``client=`` says the same); a dask scheduler name only labels with it. Other options: those of
     :func:`tiled_unet.predict` (``tile_shape``, ``device``, ``precision``, ...).
     """
     if output_format is not None and output_format not in FORMATS:
         raise ValueError(f"output_format must be one of {FORMATS} or None, got {output_format!r}")
-    from .jobs import run_file
 
     jobs = find_inputs(inputs, recursive, output)
     out = Path(output) if output is not None else None
@@ -197,12 +196,30 @@ def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     if out is not None and not single and out.suffix.lower() in TIFF_SUFFIXES:
         raise ValueError(f"-o {out} names a file, but there are {len(jobs)} inputs; give an output folder")
     models = _Models(model)
-    client = None
+    if client is not None:
+        if scheduler is not None:
+            raise ValueError("give either scheduler= or client=, not both")
+        scheduler = client
+    client, own_client = None, False
     if scheduler is not None and not (isinstance(scheduler, str) and "://" not in scheduler
                                       and ":" not in scheduler):
         from .distributed import connect
 
+        own_client = isinstance(scheduler, str)  # connected here from an address: closed here
         client, scheduler = connect(scheduler), None
+    try:
+        return (yield from _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwrite,
+                                     probabilities, label_name, scheduler, client, instances, block_shape,
+                                     predict_options, axes, voxel_size))
+    finally:
+        if own_client:
+            client.close()
+
+
+def _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwrite, probabilities,
+              label_name, scheduler, client, instances, block_shape, predict_options, axes, voxel_size):
+    from .jobs import run_file
+
     results: list[FileResult] = []
     seen: dict[Path, Path] = {}
     for n, job in enumerate(jobs):
