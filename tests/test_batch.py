@@ -159,3 +159,16 @@ def test_example_script_runs_as_is(tmp_path):
     assert len(list((tmp_path / "labels").glob("*_labels.tif"))) == 3
     report = json.loads((tmp_path / "labels" / "results.json").read_text())
     assert [r["status"] for r in report] == ["done"] * 3
+
+
+def test_label_tiff_kinds_keep_axes_and_voxel_size(tmp_path):
+    from tiled_unet.tiffmeta import write_label_tiff
+
+    many = np.arange(2 * 200 * 200, dtype=np.uint32).reshape(2, 200, 200)  # more IDs than uint16 holds
+    assert write_label_tiff(tmp_path / "ome.tif", many, "ZYX", {"Z": 3.0, "Y": 0.2, "X": 0.2}) == "ome"
+    meta = read_tiff_meta(tmp_path / "ome.tif")
+    assert (meta.kind, meta.axes, meta.dtype) == ("ome", "ZYX", "uint32")
+    assert meta.voxel_size == pytest.approx({"Z": 3.0, "Y": 0.2, "X": 0.2})
+    assert np.array_equal(tifffile.imread(tmp_path / "ome.tif"), many)
+    assert write_label_tiff(tmp_path / "odd.tif", many[:, :4, :4], "QYX") == "plain"
+    assert read_tiff_meta(tmp_path / "odd.tif").shape == (2, 4, 4)

@@ -18,9 +18,10 @@ class _Printer:
     def __init__(self, stream=None):
         self.stream = stream if stream is not None else sys.stderr
         self.name, self.head, self.last = "", "", ""
+        self.live = getattr(self.stream, "isatty", lambda: False)()  # bars only on a terminal
 
     def _line(self, text: str) -> None:
-        if text != self.last:
+        if self.live and text != self.last:
             print(f"\r{text:<100.100}", end="", file=self.stream, flush=True)
             self.last = text
 
