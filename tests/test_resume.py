@@ -96,7 +96,8 @@ def test_closed_generator_resumes_and_changed_options_start_over(volume, referen
     events = []
     results = segment_files([volume], out, M2, probabilities=True, progress=events.append, **OPTIONS)
     notices = [e.text for e in events if isinstance(e, Notice)]
-    assert len(notices) == 1 and notices[0].startswith("starting over: the earlier partial run differs in inference")
+    assert len(notices) == 1
+    assert notices[0].startswith("starting over: the earlier partial run differs in inference")
     assert results[0].status == "done"
     _same(out, reference)
     again = segment_files([volume], out, M2, probabilities=True, **OPTIONS)

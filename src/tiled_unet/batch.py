@@ -37,7 +37,6 @@ class FileStarted:
     index: int
     total: int
     input: str
-    output: str | None
 
 
 @dataclass(frozen=True)
@@ -182,9 +181,9 @@ def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     ``model``: a model (name, file or :class:`UNet`), a list of one 2-D and one 3-D model
     (each file gets the one matching its axes), or None (built-in nuclei-2d / nuclei-3d).
     ``axes`` / ``voxel_size`` (spatial axes, micrometres) override what the files say.
-    ``scheduler``: a ``dask.distributed.Client`` or scheduler address runs the zarr jobs on
-    that cluster (``client=`` says the same); a dask scheduler name only labels with it. Other options: those of
-    :func:`tiled_unet.predict` (``tile_shape``, ``device``, ``precision``, ...).
+    ``scheduler`` (or ``client``): a ``dask.distributed.Client`` or scheduler address runs the
+    zarr jobs on that cluster; a dask scheduler name ("threads", ...) only labels with it.
+    Other options: those of :func:`tiled_unet.predict` (``tile_shape``, ``device``, ...).
     """
     if output_format is not None and output_format not in FORMATS:
         raise ValueError(f"output_format must be one of {FORMATS} or None, got {output_format!r}")
@@ -225,6 +224,7 @@ def _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwri
     for n, job in enumerate(jobs):
         start = time.perf_counter()
         target = None
+        yield FileStarted(n, len(jobs), os.fspath(job.path))
         try:
             if job.error:
                 raise ValueError(job.error)
@@ -232,7 +232,6 @@ def _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwri
                    output_format or ("zarr" if is_zarr(job.path) else "tif"))
             target = None if into_ome_labels and out is None and is_zarr(job.path) else _target(
                 job, out, single, fmt)
-            yield FileStarted(n, len(jobs), os.fspath(job.path), None if target is None else os.fspath(target))
             if target is not None:
                 key = target.resolve()
                 if key in seen:
