@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import zarr
@@ -78,5 +80,25 @@ def test_command_line_scheduler_address(client, images, tmp_path):
     args = [str(images), "--model", M2, "--device", "cpu", "--precision", "float32", "--tile-shape", "48,48"]
     assert main(["segment", *args, "-o", str(tmp_path / "local")]) == 0
     assert main(["segment", *args, "-o", str(tmp_path / "cluster"), "--scheduler", client.scheduler.address]) == 0
+    a, b = (zarr.open_array(str(tmp_path / d / "frames_labels.zarr"), mode="r")[...] for d in ("local", "cluster"))
+    assert np.array_equal(a, b)
+
+
+def test_stopped_cluster_run_resumes_to_the_same_result(client, images, tmp_path):
+    from tiled_unet.batch import Notice, segment_files_iter
+
+    local = segment_files([images], tmp_path / "local", M2, **OPTIONS)
+    gen = segment_files_iter([images], tmp_path / "cluster", M2, client=client, **OPTIONS)
+    for event in gen:
+        if hasattr(event, "frame") and event.done > 0:
+            gen.close()
+            break
+    deadline = time.monotonic() + 60
+    while any(client.processing().values()) and time.monotonic() < deadline:  # blocks already running end
+        time.sleep(0.05)
+    events = []
+    remote = segment_files([images], tmp_path / "cluster", M2, client=client, progress=events.append, **OPTIONS)
+    assert [r.status for r in local + remote] == ["done", "done"]
+    assert [e.text.split(":")[0] for e in events if isinstance(e, Notice)] == ["resuming"]
     a, b = (zarr.open_array(str(tmp_path / d / "frames_labels.zarr"), mode="r")[...] for d in ("local", "cluster"))
     assert np.array_equal(a, b)

@@ -110,10 +110,13 @@ def predict_blocks_iter(image: Any, net: UNet, out: Any, plan: Plan, record: Til
             if block:
                 futures.append(client.submit(_run_block, ref, digest, data_ref, path, f, block, intensity,
                                              layout.axes, options, record.done, record.path, pure=False))
-    yield TileProgress(done, total, 0, len(frames))
-    for future in as_completed(futures):
-        done += future.result()
+    try:
         yield TileProgress(done, total, 0, len(frames))
+        for future in as_completed(futures):
+            done += future.result()
+            yield TileProgress(done, total, 0, len(frames))
+    finally:
+        client.cancel(futures)  # stopped or failed: blocks not started are dropped (resume redoes them)
     return out
 
 
