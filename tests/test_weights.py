@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 import tiled_unet
 from tiled_unet import ModelConfig, NormalizationConfig, UNet, UNetConfig, builtin_models, load_model, save_model
-from tiled_unet.weights import FORMAT, FORMAT_VERSION
+from tiled_unet.weights import FORMAT, FORMAT_VERSION, MODELS_DIR, TRAINED
 
 
 def make_model(seed=0, **unet) -> UNet:
@@ -178,7 +178,8 @@ def test_unknown_builtin_name():
 
 
 def test_builtin_models_are_deterministic():
-    assert set(builtin_models()) == {"placeholder-2d", "placeholder-3d"}
+    shipped = {p.stem for p in MODELS_DIR.glob("*.safetensors")}
+    assert set(builtin_models()) == {"placeholder-2d", "placeholder-3d"} | (shipped & set(TRAINED))
     for name in builtin_models():
         a, b = load_model(name), load_model(name)
         assert a.model_config.name == name and not a.training
