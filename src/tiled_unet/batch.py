@@ -23,6 +23,7 @@ import numpy as np
 
 from .io import TIFF_SUFFIXES
 from .resume import Notice
+from ._events import run_to_end
 
 __all__ = ["FileResult", "FileStarted", "Notice", "find_inputs", "format_summary", "segment_files",
            "segment_files_iter"]
@@ -262,13 +263,7 @@ def segment_files(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     """Run :func:`segment_files_iter` to the end; ``progress`` receives its events.
     Returns one :class:`FileResult` per input (check ``.ok``; failures do not raise)."""
     gen = segment_files_iter(inputs, output, model, **options)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
+    return run_to_end(gen, progress)
 
 
 def format_summary(results: Sequence[FileResult]) -> str:

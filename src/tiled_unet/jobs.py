@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 from pathlib import Path
@@ -135,10 +134,9 @@ def _needs_resampling(net: Any, voxel: tuple[float, ...]) -> bool:
 def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, probabilities: bool,
               instances: Any, options: dict) -> Generator[Any, None, tuple[int, str]]:
     """In memory: probabilities, labels per frame, label TIFF (same axes and voxel size)."""
-    from .instances import instances_from_probabilities
     from .layout import parse_layout
     from .predict import predict_iter
-    from .segment import LabelProgress, _default_class_names, resolve_instance_config
+    from .segment import _default_class_names, label_frames, resolve_instance_config
     from .tiffmeta import write_label_tiff
 
     source = open_image(path)
@@ -147,15 +145,7 @@ def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, 
     class_names = tuple(net.model_config.class_names) or _default_class_names(net.config.num_classes)
     probs = yield from predict_iter(path, net, axes=layout.axes, voxel_size=_spatial(voxel, net.config.ndim),
                                     **options)
-    lead = layout.lead_shape
-    frames = list(itertools.product(*(range(n) for n in lead)))
-    labels = None
-    for i, frame in enumerate(frames):
-        frame_labels = instances_from_probabilities(probs[frame], config, class_names)
-        if labels is None:
-            labels = np.zeros(lead + frame_labels.shape, frame_labels.dtype)
-        labels[frame] = frame_labels
-        yield LabelProgress(i + 1, len(frames))
+    labels = yield from label_frames(probs, layout.lead_shape, config, class_names)
     label_axes = layout.output_axes.replace("C", "")
     sizes = {a: v for a, v in voxel.items() if a in layout.spatial_axes}
     tmp = final.parent / f".{final.name}.partial"

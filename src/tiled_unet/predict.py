@@ -24,6 +24,7 @@ from .io import create_zarr_output, is_array_like, open_image, source_path, with
 from .layout import Layout, parse_layout
 from .model import UNet
 from .tiling import Tile, UNetGeometry, plan_tiles, split_tile
+from ._events import run_to_end
 
 MAX_CHUNK_BYTES = 32 * 2**20
 
@@ -273,7 +274,6 @@ def _voxel_factors(voxel_size, net: UNet, layout: Layout) -> tuple[float, ...] |
 def _predict_resampled(image, source, layout: Layout, factors, net: UNet, out, overwrite: bool,
                        cfg: InferenceConfig) -> Generator[TileProgress, None, Any]:
     """Predict on the image resampled to the model's voxel size, then resample back."""
-    import dataclasses
     import shutil
     import tempfile
 
@@ -320,13 +320,7 @@ def predict(image: Any, model: UNet | str | os.PathLike, *, tile_shape: str | tu
     """
     gen = predict_iter(image, model, out=out, axes=axes, overwrite=overwrite, tile_shape=tile_shape,
                        device=device, **options)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
+    return run_to_end(gen, progress)
 
 
 def whole_image_probabilities(image: np.ndarray, net: UNet, precision: str = "float32") -> np.ndarray:

@@ -23,6 +23,7 @@ from .config import InstanceConfig, TileProgress
 from .instances import instances_from_probabilities
 from .io import create_zarr_output, source_path, within_path
 from .predict import _resolve_model, predict_iter
+from ._events import run_to_end
 
 INSTANCE_OPTIONS = tuple(f.name for f in dataclasses.fields(InstanceConfig))
 
@@ -72,18 +73,23 @@ def segment_iter(image: Any, model: Any, *, out: Any = None, probabilities: Any 
             raise ValueError("probabilities= keeps the class probabilities of a zarr-to-zarr run; "
                              "in memory (out=None) use tiled_unet.predict for them")
         probs = yield from predict_iter(image, net, axes=axes, **options)
-        lead = probs.shape[:-net.config.ndim - 1]
-        labels = None
-        frames = list(itertools.product(*(range(n) for n in lead)))
-        for i, frame in enumerate(frames):
-            frame_labels = instances_from_probabilities(probs[frame], config, class_names)
-            if labels is None:
-                labels = np.zeros(lead + frame_labels.shape, frame_labels.dtype)
-            labels[frame] = frame_labels
-            yield LabelProgress(i + 1, len(frames))
-        return labels
+        return (yield from label_frames(probs, probs.shape[:-net.config.ndim - 1], config, class_names))
     return (yield from _segment_to_zarr(image, net, out, probabilities, config, class_names, overwrite,
                                         block_shape, scheduler, axes, options))
+
+
+def label_frames(probs: np.ndarray, lead: tuple[int, ...], config: InstanceConfig,
+                 class_names: tuple[str, ...]) -> Generator[LabelProgress, None, np.ndarray]:
+    """In-memory labels of probabilities ``(*lead, classes, *spatial)``, frame by frame."""
+    labels = None
+    frames = list(itertools.product(*(range(n) for n in lead)))
+    for i, frame in enumerate(frames):
+        frame_labels = instances_from_probabilities(probs[frame], config, class_names)
+        if labels is None:
+            labels = np.zeros(lead + frame_labels.shape, frame_labels.dtype)
+        labels[frame] = frame_labels
+        yield LabelProgress(i + 1, len(frames))
+    return labels
 
 
 def _default_class_names(classes: int) -> tuple[str, ...]:
@@ -192,10 +198,4 @@ def segment(image: Any, model: Any, *, out: Any = None, probabilities: Any = Non
     """
     gen = segment_iter(image, model, out=out, probabilities=probabilities, instances=instances,
                        overwrite=overwrite, **options)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
+    return run_to_end(gen, progress)

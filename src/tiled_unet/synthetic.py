@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._shapes import Shape, clean_labels, level, paint, random_shape, shape_box
+from ._shapes import Shape, clean_labels, paint, random_shape
 
 Range = tuple[float, float]
 

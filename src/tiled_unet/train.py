@@ -8,7 +8,6 @@ keeps the best checkpoint. :func:`train` runs it to the end.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -25,6 +24,7 @@ from .datasets import Example, load_pair, patch_shapes, prepare, sample_patch, s
 from .devices import resolve_device, resolve_precision
 from .model import UNet
 from .targets import CLASS_NAMES
+from ._events import run_to_end
 
 
 @dataclass(frozen=True)
@@ -297,10 +297,4 @@ def train(images: Sequence[Any], labels: Sequence[Any], *, progress: Callable[[T
           **kwargs: Any) -> UNet:
     """Run :func:`train_iter` to the end; ``progress`` receives every event."""
     gen = train_iter(images, labels, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
+    return run_to_end(gen, progress)

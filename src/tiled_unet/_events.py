@@ -1,0 +1,16 @@
+"""Running the progress generators of the API (``predict_iter``, ``segment_iter``, ...) to the end."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generator
+
+
+def run_to_end(gen: Generator[Any, None, Any], progress: Callable[[Any], None] | None) -> Any:
+    """Exhaust ``gen``, passing each event to ``progress`` (if given); return its return value."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)
