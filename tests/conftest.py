@@ -8,50 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from tiled_unet import UNet, UNetConfig, predict
-from tiled_unet.predict import whole_image_probabilities
-
-CPU = {"device": "cpu", "precision": "float32"}
+from helpers import build_net, predict_cpu, reference_probabilities
 
 # pytest-xdist workers share the cores: more torch threads than cores makes every run crawl
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
-
-
-def build_net(seed: int = 0, net_class: type[UNet] = UNet, **config) -> UNet:
-    """A small U-Net in eval mode whose weights depend only on ``seed`` and ``config``."""
-    options = {"ndim": 2, "depth": 2, "base_channels": 4, **config}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return net_class(UNetConfig(**options)).eval()
-
-
-def percentile_normalize(image_cs: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """``(x - p_low) / (p_high - p_low)`` per channel of a ``(C, *spatial)`` array (float32).
-
-    A channel whose two percentiles coincide is only shifted (scale 1), as a division by
-    zero has no meaningful result.
-    """
-    values = image_cs.astype(np.float64).reshape(image_cs.shape[0], -1)
-    lo, hi = np.percentile(values, [low, high], axis=1)
-    scale = np.where(hi - lo > 0, hi - lo, 1.0)
-    shape = (-1,) + (1,) * (image_cs.ndim - 1)
-    return ((image_cs - lo.reshape(shape)) / scale.reshape(shape)).astype(np.float32)
-
-
-def reference_probabilities(image: np.ndarray, net: UNet) -> np.ndarray:
-    """Whole-image probabilities of a single-frame image, normalised independently of the engine.
-
-    ``image`` is ``(*spatial)`` for a one-channel model or ``(C, *spatial)`` otherwise.
-    """
-    image_cs = image[None] if image.ndim == net.config.ndim else image
-    return whole_image_probabilities(percentile_normalize(image_cs), net)
-
-
-def predict_cpu(image, net, **options):
-    """``tiled_unet.predict`` on the CPU in float32 (the default precision may be bf16)."""
-    return predict(image, net, **{**CPU, **options})
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from tiled_unet import TileProgress, UNet, predict_iter
 from tiled_unet.devices import activation_bytes, cpu_supports_bf16, resolve_precision
 from tiled_unet.tiling import plan_tiles
 
-from conftest import CPU, build_net
+from helpers import CPU, build_net
 
 
 class RecordingNet(UNet):

@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import build_net, percentile_normalize, predict_cpu, reference_probabilities
+from helpers import build_net, percentile_normalize, predict_cpu, reference_probabilities
 
 TOL = 1e-5
 
