@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from tiled_unet.instances import instances_from_probabilities
 from tiled_unet.metrics import match
 from tiled_unet.synthetic import render_nuclei, sample
 from tiled_unet.train import TrainConfig, new_model, train
-from tiled_unet.weights import save_model
+from tiled_unet.weights import load_model, save_model
 
 RECIPES = {
     "nuclei-2d": dict(ndim=2, shape=(256, 256), images=96, depth=3, base_channels=24, patch=(96, 96),
@@ -58,41 +59,25 @@ def score(net, image_list, label_list, config) -> dict:
             "merges": int(sum(s.merges for s in stats)), "splits": int(sum(s.splits for s in stats))}
 
 
+TUNING_GRID = {"seed_threshold": (0.5, 0.6, 0.7, 0.8), "foreground_threshold": (0.4, 0.5, 0.6),
+               "min_size": (16, 32, 48), "min_seed_size": (4, 8, 16), "max_growth": (3, 6)}
+
+
 def tune_instances(net, image_list, label_list):
-    """Pick the seed threshold (and foreground threshold) with the best AP@0.5 on held-out images."""
+    """The instance parameters (grid search over TUNING_GRID) with the best mean AP@0.5 on held-out images."""
     probs = [predict(image, net, device="cpu") for image in image_list]
     best = None
-    for seed_threshold in (0.3, 0.4, 0.5, 0.6, 0.7):
-        for foreground_threshold in (0.4, 0.5, 0.6):
-            config = dataclasses.replace(net.model_config.instances, seed_threshold=seed_threshold,
-                                         foreground_threshold=foreground_threshold)
-            ap = np.mean([match(instances_from_probabilities(p, config, net.model_config.class_names), y, 0.5).ap
-                          for p, y in zip(probs, label_list)])
-            if best is None or ap > best[0]:
-                best = (ap, config)
+    for values in itertools.product(*TUNING_GRID.values()):
+        config = dataclasses.replace(net.model_config.instances, **dict(zip(TUNING_GRID, values)))
+        ap = np.mean([match(instances_from_probabilities(p, config, net.model_config.class_names), y, 0.5).ap
+                      for p, y in zip(probs, label_list)])
+        if best is None or ap > best[0]:
+            best = (ap, config)
     return best[1], float(best[0])
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=sorted(RECIPES))
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "tiled_unet" / "models")
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    parser.add_argument("--steps", type=int, help="override the recipe's steps per epoch")
-    parser.add_argument("--images", type=int, help="override the recipe's number of training images")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    recipe = dict(RECIPES[args.name])
-    for key in ("epochs", "steps", "images"):
-        if getattr(args, key):
-            recipe[key] = getattr(args, key)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    start = time.perf_counter()
-    train_images, train_labels = images(recipe, recipe["images"], TRAIN_SEED)
-    tune_images, tune_labels = images(recipe, recipe["held_out"], TUNE_SEED)
-    test_images, test_labels = images(recipe, recipe["held_out"], TEST_SEED)
-    print(f"{args.name}: generated {recipe['images']} training and 2 x {recipe['held_out']} held-out images "
-          f"of {recipe['shape']} in {time.perf_counter() - start:.0f} s", flush=True)
+def train_model(args, recipe, train_images, train_labels):
+    """Train the recipe's network from scratch."""
     torch.manual_seed(args.seed)
     init = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name)
     config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
@@ -106,6 +91,37 @@ def main(argv=None) -> int:
 
     net = train(train_images, train_labels, init=init, config=config, name=args.name,
                 progress=progress)
+    return net
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=sorted(RECIPES))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "tiled_unet" / "models")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--steps", type=int, help="override the recipe's steps per epoch")
+    parser.add_argument("--images", type=int, help="override the recipe's number of training images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retune", type=Path, metavar="FILE", help="skip training: load this model file (made by "
+                        "this script), tune its instance parameters again, score it and write it to --out")
+    args = parser.parse_args(argv)
+    recipe = dict(RECIPES[args.name])
+    for key in ("epochs", "steps", "images"):
+        if getattr(args, key):
+            recipe[key] = getattr(args, key)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.perf_counter()
+    train_images, train_labels = images(recipe, recipe["images"], TRAIN_SEED)
+    tune_images, tune_labels = images(recipe, recipe["held_out"], TUNE_SEED)
+    test_images, test_labels = images(recipe, recipe["held_out"], TEST_SEED)
+    print(f"{args.name}: generated {recipe['images']} training and 2 x {recipe['held_out']} held-out images "
+          f"of {recipe['shape']} in {time.perf_counter() - start:.0f} s", flush=True)
+    if args.retune:
+        net = load_model(args.retune)
+        if net.model_config.name != args.name:
+            parser.error(f"{args.retune} holds model {net.model_config.name!r}, not {args.name!r}")
+    else:
+        net = train_model(args, recipe, train_images, train_labels)
     instances, tuned_ap = tune_instances(net, tune_images, tune_labels)
     test = score(net, test_images, test_labels, instances)
     sample_image, sample_labels = sample(args.name)
