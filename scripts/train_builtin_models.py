@@ -37,7 +37,7 @@ RECIPES = {
     "nuclei-2d": dict(ndim=2, shape=(256, 256), images=96, depth=3, base_channels=24, patch=(96, 96),
                       epochs=120, steps=40, batch=4, held_out=12),
     "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=48, depth=2, base_channels=12, patch=(16, 40, 40),
-                      epochs=60, steps=30, batch=2, held_out=6),
+                      epochs=120, steps=30, batch=2, held_out=6),
 }
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
