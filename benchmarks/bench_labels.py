@@ -24,13 +24,12 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_memory import make_volume, peak_rss_mib  # noqa: E402
+from bench_memory import make_volume, peak_rss_mib, run_script  # noqa: E402
 
 TOLERANCE = 0.10
 TARGET_RATIO = 0.25
@@ -127,13 +126,7 @@ def child(spec: dict) -> dict:
 
 
 def run_child(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"child process failed (exit code {proc.returncode}) for {spec}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_script(__file__, "--child", spec)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

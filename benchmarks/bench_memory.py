@@ -98,14 +98,19 @@ def child(spec: dict) -> dict:
     return result
 
 
-def run_child(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
+def run_script(script: str, flag: str, spec: dict) -> dict:
+    """Run ``script flag JSON`` in a fresh Python process; return the dict of its last ``RESULT`` line."""
+    proc = subprocess.run([sys.executable, os.path.abspath(script), flag, json.dumps(spec)],
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"child process failed (exit code {proc.returncode}) for {spec}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def run_child(spec: dict) -> dict:
+    return run_script(__file__, "--child", spec)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -117,14 +117,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="built-in model name (see 'tiled-unet models') or .safetensors file")
+def engine_options(p: argparse.ArgumentParser) -> None:
+    """Tile shape, device, precision, batch size and halo (shared by predict and segment)."""
     p.add_argument("--tile-shape", type=_tile_shape, default="auto", help="output tile, e.g. 64,256,256, "
                    "or 'auto' (largest that fits the memory budget)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     p.add_argument("--halo", type=int, help="context per side for same-padding models (default: exact)")
+
+
+def _inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="built-in model name (see 'tiled-unet models') or .safetensors file")
+    engine_options(p)
     p.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX, YXC (default: inferred)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 

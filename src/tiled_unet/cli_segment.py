@@ -121,7 +121,7 @@ def _segment_sample(args: argparse.Namespace) -> int:
 
 
 def add_segment_parser(sub) -> None:
-    from .cli import _tile_shape
+    from .cli import engine_options
 
     g = sub.add_parser("segment", help="instance labels of images, folders and patterns (one ID per cell)",
                        description="Instance labels (0 = background, 1..N = cells) of each input. Exit "
@@ -144,12 +144,7 @@ def add_segment_parser(sub) -> None:
                    "on that cluster; or a local dask scheduler name for the labelling")
     g.add_argument("--model", action="append", help="built-in model name or .safetensors file; give one 2-D "
                    "and one 3-D model to choose per file (default: nuclei-2d / nuclei-3d)")
-    g.add_argument("--tile-shape", type=_tile_shape, default="auto", help="output tile, e.g. 64,256,256, "
-                   "or 'auto'")
-    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    g.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    g.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    g.add_argument("--halo", type=int, help="context per side for same-padding models (default: exact)")
+    engine_options(g)
     g.add_argument("--axes", help="axes of every input, e.g. ZYX, TCYX (default: from the file's "
                    "metadata, else inferred)")
     g.add_argument("--voxel-size", type=float, nargs="+", metavar="S", help="voxel size of the spatial axes "
