@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from tiled_unet import predict
 from tiled_unet.instances import instances_from_probabilities
 from tiled_unet.metrics import match
 from tiled_unet.synthetic import render_nuclei, sample
-from tiled_unet.train import TrainConfig, new_model, train
+from tiled_unet.train import TrainConfig, new_model, train, tune_instance_thresholds
 from tiled_unet.weights import load_model, save_model
 
 RECIPES = {
@@ -65,15 +64,9 @@ TUNING_GRID = {"seed_threshold": (0.5, 0.6, 0.7, 0.8), "foreground_threshold": (
 
 def tune_instances(net, image_list, label_list):
     """The instance parameters (grid search over TUNING_GRID) with the best mean AP@0.5 on held-out images."""
-    probs = [predict(image, net, device="cpu") for image in image_list]
-    best = None
-    for values in itertools.product(*TUNING_GRID.values()):
-        config = dataclasses.replace(net.model_config.instances, **dict(zip(TUNING_GRID, values)))
-        ap = np.mean([match(instances_from_probabilities(p, config, net.model_config.class_names), y, 0.5).ap
-                      for p, y in zip(probs, label_list)])
-        if best is None or ap > best[0]:
-            best = (ap, config)
-    return best[1], float(best[0])
+    pairs = [(image[None], labels) for image, labels in zip(image_list, label_list)]
+    config, ap = tune_instance_thresholds(net, pairs, "cpu", TUNING_GRID, precision="auto")
+    return config, float(ap)
 
 
 def train_model(args, recipe, train_images, train_labels):

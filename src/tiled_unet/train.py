@@ -8,6 +8,7 @@ keeps the best checkpoint. :func:`train` runs it to the end.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import time
@@ -137,11 +138,12 @@ SEED_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8)
 FOREGROUND_THRESHOLDS = (0.4, 0.5, 0.6)
 
 
-def _validation_probabilities(net: UNet, pairs: list, device: torch.device) -> list[np.ndarray]:
+def _validation_probabilities(net: UNet, pairs: list, device: torch.device,
+                              precision: str = "float32") -> list[np.ndarray]:
     from .predict import predict
 
     axes = "C" + ("YX" if net.config.ndim == 2 else "ZYX")
-    return [predict(raw, net, device=str(device), axes=axes, precision="float32") for raw, _ in pairs]
+    return [predict(raw, net, device=str(device), axes=axes, precision=precision) for raw, _ in pairs]
 
 
 def _mean_ap(probs: list[np.ndarray], pairs: list, config: InstanceConfig, class_names: Sequence[str]) -> float:
@@ -159,19 +161,21 @@ def _validation_ap(net: UNet, pairs: list, device: torch.device) -> float | None
     return _mean_ap(probs, pairs, net.model_config.instances, net.model_config.class_names)
 
 
-def tune_instance_thresholds(net: UNet, pairs: list, device: torch.device | str = "cpu") -> tuple[InstanceConfig, float]:
-    """The seed and foreground thresholds (grid search) with the best mean AP@0.5 on ``pairs``
-    of (image ``(C, *spatial)``, labels); other instance parameters stay the model's."""
-    probs = _validation_probabilities(net, pairs, torch.device(device))
+def tune_instance_thresholds(net: UNet, pairs: list, device: torch.device | str = "cpu",
+                             grid: dict[str, Sequence[Any]] | None = None,
+                             precision: str = "float32") -> tuple[InstanceConfig, float]:
+    """The instance parameters with the best mean AP@0.5 on ``pairs`` of (image ``(C, *spatial)``,
+    labels), by grid search over ``grid`` ({InstanceConfig field: values}; default: the seed and
+    foreground thresholds); other instance parameters stay the model's."""
+    grid = grid or {"seed_threshold": SEED_THRESHOLDS, "foreground_threshold": FOREGROUND_THRESHOLDS}
+    probs = _validation_probabilities(net, pairs, torch.device(device), precision)
     names = net.model_config.class_names
     best = (-1.0, net.model_config.instances)
-    for seed in SEED_THRESHOLDS:
-        for foreground in FOREGROUND_THRESHOLDS:
-            config = dataclasses.replace(net.model_config.instances, seed_threshold=seed,
-                                         foreground_threshold=foreground)
-            ap = _mean_ap(probs, pairs, config, names)
-            if ap > best[0]:
-                best = (ap, config)
+    for values in itertools.product(*grid.values()):
+        config = dataclasses.replace(net.model_config.instances, **dict(zip(grid, values)))
+        ap = _mean_ap(probs, pairs, config, names)
+        if ap > best[0]:
+            best = (ap, config)
     return best[1], best[0]
 
 
