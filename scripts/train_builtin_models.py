@@ -34,12 +34,10 @@ from tiled_unet.weights import load_model, save_model
 
 RECIPES = {
     "nuclei-2d": dict(ndim=2, shape=(256, 256), images=96, depth=3, base_channels=24, patch=(96, 96),
-                      stages=[dict(epochs=120, steps=40, learning_rate=1e-3),
-                              dict(epochs=60, steps=40, learning_rate=3e-4)], batch=4, held_out=12),
+                      epochs=120, steps=40, batch=4, held_out=12),
     "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=48, depth=2, base_channels=12, patch=(16, 40, 40),
-                      stages=[dict(epochs=120, steps=30, learning_rate=1e-3)], batch=2, held_out=6),
+                      epochs=120, steps=30, batch=2, held_out=6),
 }
-"""Each stage trains with a cosine learning-rate schedule, starting from the best weights of the stage before."""
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
 
@@ -48,11 +46,11 @@ def images(recipe: dict, count: int, first_seed: int) -> tuple[list, list]:
     return [d[0] for d in data], [d[1] for d in data]
 
 
-def score(net, image_list, label_list, config) -> dict:
+def score(net, image_list, label_list, config, device="cpu") -> dict:
     """Mean AP@0.5, merges and splits over images (probabilities computed once per image)."""
     stats = []
     for image, labels in zip(image_list, label_list):
-        probs = predict(image, net, device="cpu")
+        probs = predict(image, net, device=device)
         pred = instances_from_probabilities(probs, config, net.model_config.class_names)
         stats.append(match(pred, labels, 0.5))
     cells = sum(s.n_true for s in stats)
@@ -70,72 +68,49 @@ TUNING_GRIDS = {
 }
 
 
-def tune_instances(net, image_list, label_list):
+def tune_instances(net, image_list, label_list, device="cpu"):
     """The instance parameters (grid search over TUNING_GRIDS) with the best mean AP@0.5 on held-out images."""
     pairs = [(image[None], labels) for image, labels in zip(image_list, label_list)]
     grid = TUNING_GRIDS[net.config.ndim]
-    config, ap = tune_instance_thresholds(net, pairs, "cpu", grid, precision="auto")
+    config, ap = tune_instance_thresholds(net, pairs, device, grid, precision="auto")
     return config, float(ap)
 
 
-def train_model(args, recipe, train_images, train_labels, init=None, first_stage=1):
-    """Train the recipe's network from scratch (or from ``init``), stage after stage."""
-    net = init
-    if net is None:
-        torch.manual_seed(args.seed)
-        net = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name)
-    stages = recipe["stages"]
-    done = list((init.model_config.training or {}).get("stages", [])) if init is not None else []
-    if init is not None and not done:
-        done = [_stage_summary(first_stage - 1, init.model_config.training or {})]
-    for number in range(first_stage, len(stages) + 1):
-        stage = stages[number - 1]
-        config = TrainConfig(epochs=stage["epochs"], steps_per_epoch=stage["steps"], batch_size=recipe["batch"],
-                             learning_rate=stage["learning_rate"], patch_shape=recipe["patch"],
-                             validation_fraction=0.1, patience=stage["epochs"], seed=args.seed + number - 1,
-                             device="cpu")
-        print(f"stage {number}/{len(stages)}: {stage}", flush=True)
+def train_model(args, recipe, train_images, train_labels):
+    """Train the recipe's network from scratch."""
+    torch.manual_seed(args.seed)
+    init = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name)
+    config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
+                         patch_shape=recipe["patch"], validation_fraction=0.1, patience=recipe["epochs"], seed=args.seed,
+                         device=args.device)
 
-        def progress(event):
-            if event.kind == "epoch":
-                print(f"  epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} val AP@0.5 {event.val_ap:.3f} "
-                      f"(best {event.best_ap:.3f} at {event.best_epoch}) {event.seconds:.0f} s", flush=True)
+    def progress(event):
+        if event.kind == "epoch":
+            print(f"  epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} val AP@0.5 {event.val_ap:.3f} "
+                  f"(best {event.best_ap:.3f} at {event.best_epoch}) {event.seconds:.0f} s", flush=True)
 
-        net = train(train_images, train_labels, init=net, config=config, name=args.name, progress=progress)
-        done.append(_stage_summary(number, net.model_config.training))
-    net.model_config = dataclasses.replace(net.model_config, training=dict(net.model_config.training, stages=done))
+    net = train(train_images, train_labels, init=init, config=config, name=args.name,
+                progress=progress)
     return net
-
-
-def _stage_summary(number, training):
-    keys = ("epochs_run", "best_epoch", "best_val_ap50", "seconds")
-    learning_rate = training.get("config", {}).get("learning_rate")
-    return {"stage": number, "learning_rate": learning_rate, **{key: training.get(key) for key in keys}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=sorted(RECIPES))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "tiled_unet" / "models")
-    parser.add_argument("--epochs", type=int, help="override the epochs of every stage")
-    parser.add_argument("--steps", type=int, help="override the steps per epoch of every stage")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--steps", type=int, help="override the recipe's steps per epoch")
     parser.add_argument("--images", type=int, help="override the recipe's number of training images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (default: the shipped models were trained on CPU), "
+                        "cuda, cuda:N, mps or auto (other devices give other weights)")
     parser.add_argument("--retune", type=Path, metavar="FILE", help="skip training: load this model file (made by "
                         "this script), tune its instance parameters again, score it and write it to --out")
-    parser.add_argument("--stage", type=int, default=1, help="start at this training stage, from the model file "
-                        "given by --init (the result of the stage before)")
-    parser.add_argument("--init", type=Path, metavar="FILE", help="the model file to start --stage from")
     args = parser.parse_args(argv)
     recipe = dict(RECIPES[args.name])
-    if args.images:
-        recipe["images"] = args.images
-    recipe["stages"] = [dict(stage, **{key: getattr(args, key) for key in ("epochs", "steps") if getattr(args, key)})
-                        for stage in recipe["stages"]]
-    if not 1 <= args.stage <= len(recipe["stages"]):
-        parser.error(f"--stage must be 1..{len(recipe['stages'])} for {args.name}")
-    if (args.stage > 1) != (args.init is not None):
-        parser.error("--stage N (N > 1) and --init FILE go together")
+    for key in ("epochs", "steps", "images"):
+        if getattr(args, key):
+            recipe[key] = getattr(args, key)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
     train_images, train_labels = images(recipe, recipe["images"], TRAIN_SEED)
@@ -143,20 +118,20 @@ def main(argv=None) -> int:
     test_images, test_labels = images(recipe, recipe["held_out"], TEST_SEED)
     print(f"{args.name}: generated {recipe['images']} training and 2 x {recipe['held_out']} held-out images "
           f"of {recipe['shape']} in {time.perf_counter() - start:.0f} s", flush=True)
-    if args.retune or args.init:
-        net = load_model(args.retune or args.init)
+    if args.retune:
+        net = load_model(args.retune)
         if net.model_config.name != args.name:
-            parser.error(f"{args.retune or args.init} holds model {net.model_config.name!r}, not {args.name!r}")
-    if not args.retune:
-        net = train_model(args, recipe, train_images, train_labels, net if args.init else None, args.stage)
-    instances, tuned_ap = tune_instances(net, tune_images, tune_labels)
-    test = score(net, test_images, test_labels, instances)
+            parser.error(f"{args.retune} holds model {net.model_config.name!r}, not {args.name!r}")
+    else:
+        net = train_model(args, recipe, train_images, train_labels)
+    instances, tuned_ap = tune_instances(net, tune_images, tune_labels, args.device)
+    test = score(net, test_images, test_labels, instances, args.device)
     sample_image, sample_labels = sample(args.name)
-    on_sample = score(net, [sample_image], [sample_labels], instances)
+    on_sample = score(net, [sample_image], [sample_labels], instances, args.device)
     summary = dict(net.model_config.training, tuned_ap50=tuned_ap, test=test, sample=on_sample,
                    data=f"{recipe['images']} synthetic images of {recipe['shape']} "
                         f"(tiled_unet.synthetic.render_nuclei, seeds {TRAIN_SEED}+)",
-                   command=f"python scripts/train_builtin_models.py {args.name}")
+                   command=f"python scripts/train_builtin_models.py {args.name}", device=args.device)
     net.model_config = dataclasses.replace(
         net.model_config, instances=instances, training=summary,
         description=f"fluorescent nuclei, {recipe['ndim']}D, trained on synthetic images "
