@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -123,18 +125,12 @@ def _segment_to_zarr(image, net, out, probabilities, config, class_names, overwr
         probs = yield from predict_iter(image, net, out=probs_path, axes=axes, overwrite=overwrite, **options)
         spatial = probs.shape[-net.config.ndim:]
         lead = probs.shape[:-net.config.ndim - 1]
-        events: list[LabelProgress] = []
-
-        def progress(done: int, total: int, stage: str) -> None:
-            events.append(LabelProgress(done, total, stage))
-
         if not lead:
-            yield from _drain(labels_blockwise, events, probs, out, config=config, class_names=class_names,
-                              block_shape=block_shape, overwrite=overwrite, scheduler=scheduler,
-                              tmpdir=workdir, progress=progress)
+            yield from _stream(labels_blockwise, probs, out, config=config, class_names=class_names,
+                               block_shape=block_shape, overwrite=overwrite, scheduler=scheduler, tmpdir=workdir)
         else:
             yield from _segment_frames(probs, out, lead, spatial, config, class_names, block_shape,
-                                       overwrite, scheduler, workdir, events, progress)
+                                       overwrite, scheduler, workdir)
         import zarr
 
         labels = zarr.open_array(str(out), mode="r+")
@@ -146,16 +142,52 @@ def _segment_to_zarr(image, net, out, probabilities, config, class_names, overwr
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _drain(function: Callable, events: list, *args, **kwargs) -> Generator:
-    """Run ``function`` and then yield the progress events it recorded."""
-    result = function(*args, **kwargs)
-    yield from events
-    events.clear()
-    return result
+class LabellingCancelled(Exception):
+    """Raised inside :func:`labels_blockwise` (at its next progress report) when its generator is closed."""
+
+
+_FINISHED = object()
+
+
+def _stream(function: Callable, *args, **kwargs) -> Generator:
+    """Run ``function(*args, progress=..., **kwargs)`` in a thread and yield its progress as it comes.
+
+    Returns what ``function`` returns and raises what it raises. Closing the generator (a cancel)
+    makes the next progress report raise :class:`LabellingCancelled`, which stops the function
+    cleanly, and waits for it to end.
+    """
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    cancelled = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def progress(done: int, total: int, stage: str) -> None:
+        if cancelled.is_set():
+            raise LabellingCancelled("labelling cancelled")
+        events.put(LabelProgress(done, total, stage))
+
+    def work() -> None:
+        try:
+            outcome["value"] = function(*args, progress=progress, **kwargs)
+        except BaseException as error:  # handed to the generator's thread below
+            outcome["error"] = error
+        finally:
+            events.put(_FINISHED)
+
+    thread = threading.Thread(target=work, name="tiled-unet-labels", daemon=True)
+    thread.start()
+    try:
+        while (event := events.get()) is not _FINISHED:
+            yield event
+    finally:
+        cancelled.set()
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _segment_frames(probs, out, lead, spatial, config, class_names, block_shape, overwrite, scheduler,
-                    workdir, events, progress):
+                    workdir):
     """Extra axes (e.g. T): each frame labelled on its own, then copied into one array."""
     import zarr
 
@@ -170,9 +202,9 @@ def _segment_frames(probs, out, lead, spatial, config, class_names, block_shape,
                                           chunks=probs.chunks[len(lead):])
             frame_probs[...] = probs[frame]
             frame_out = scratch / "frame_labels.zarr"
-            frame_labels = yield from _drain(labels_blockwise, events, frame_probs, frame_out, config=config,
-                                             class_names=class_names, block_shape=block_shape, overwrite=True,
-                                             scheduler=scheduler, tmpdir=scratch, progress=progress)
+            frame_labels = yield from _stream(labels_blockwise, frame_probs, frame_out, config=config,
+                                              class_names=class_names, block_shape=block_shape, overwrite=True,
+                                              scheduler=scheduler, tmpdir=scratch)
             if target is None:
                 target = create_zarr_output(out, lead + spatial, (1,) * len(lead) + tuple(frame_labels.chunks),
                                             "uint32", overwrite)
