@@ -220,7 +220,7 @@ class SegmentWidget(Container):
     def cancel(self) -> None:
         """Stop after the current tile or block; nothing is added."""
         if self.worker is not None:
-            self._status.value = "cancelling after the current tile"
+            self._status.value = "cancelling after the current tile or block"
             self.worker.quit()
 
     def _on_yield(self, event: Any) -> None:
