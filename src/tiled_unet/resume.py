@@ -181,7 +181,7 @@ def segment_zarr_iter(image: Any, net: UNet, partial: Path, *, instances: Instan
                       client: Any = None, options: dict | None = None) -> Generator[Any, None, Any]:
     """Probabilities (resumable) and labels of ``image`` in ``partial``; returns the labels
     zarr array ``partial/labels.zarr`` (the caller moves it, and the probabilities, into place)."""
-    from .segment import LabelProgress, _drain, _segment_frames
+    from .segment import _segment_frames, _stream
 
     cfg = InferenceConfig(**(options or {}))
     source = open_image(image)
@@ -209,23 +209,17 @@ def segment_zarr_iter(image: Any, net: UNet, partial: Path, *, instances: Instan
     labels_path = partial / "labels.zarr"
     if labels_path.exists():
         shutil.rmtree(labels_path)
-    events: list = []
     nd = net.config.ndim
     lead, spatial = plan.output_shape[:-nd - 1], plan.output_shape[-nd:]
     scheduler = client if client is not None else scheduler
-
-    def progress(done_: int, total: int, stage: str) -> None:
-        events.append(LabelProgress(done_, total, stage))
-
     if not lead:
         from .blockwise import labels_blockwise
 
-        yield from _drain(labels_blockwise, events, probs, labels_path, config=instances,
-                          class_names=class_names, block_shape=block_shape, scheduler=scheduler,
-                          tmpdir=partial, progress=progress)
+        yield from _stream(labels_blockwise, probs, labels_path, config=instances, class_names=class_names,
+                           block_shape=block_shape, scheduler=scheduler, tmpdir=partial)
     else:
         yield from _segment_frames(probs, labels_path, lead, spatial, instances, class_names, block_shape,
-                                   True, scheduler, str(partial), events, progress)
+                                   True, scheduler, str(partial))
     labels = zarr.open_array(str(labels_path), mode="r+")
     labels.attrs.update({"axes": plan.layout.output_axes.replace("C", ""), "model": net.model_config.name,
                          "instances": instances.to_dict()})

@@ -176,7 +176,13 @@ def _stream(function: Callable, *args, **kwargs) -> Generator:
     thread = threading.Thread(target=work, name="tiled-unet-labels", daemon=True)
     thread.start()
     try:
-        while (event := events.get()) is not _FINISHED:
+        while True:
+            try:  # a timeout keeps the wait interruptible (Ctrl-C) on every platform
+                event = events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if event is _FINISHED:
+                break
             yield event
     finally:
         cancelled.set()
