@@ -1,6 +1,6 @@
 """Training from a handful of images, and what the U-Net border weight (w0) does to touching cells.
 
-Two questions, each answered by training small 2D U-Nets (depth 3, 16 base channels) from
+Three questions, each answered by training small 2D U-Nets (depth 3, 16 base channels) from
 scratch on 4 synthetic images of 256x256 (3 for training, 1 for validation) and segmenting
 8 held-out images of the same kind:
 
@@ -11,8 +11,10 @@ scratch on 4 synthetic images of 256x256 (3 for training, 1 for validation) and 
   paper's border term (w0 = 10) at sigma = 5 px and at sigma = 2 px, and without it (w0 = 0);
   same seed and everything else equal. Prints AP@0.5, merges and splits for each, with the instance
   parameters tuned for each model and at fixed seed thresholds.
+* ``paper``: the same with the paper's two-class targets (``new_model(targets="gaps")``: touching
+  nuclei parted by background gaps, no boundary class), w0 = 10 against w0 = 0.
 
-    python benchmarks/bench_train.py                 # both, 80 epochs x 20 steps
+    python benchmarks/bench_train.py                 # all three, 80 epochs x 20 steps
     python benchmarks/bench_train.py few --epochs 40
     python benchmarks/bench_train.py --quick         # smoke test (2 epochs of 2 steps)
 """
@@ -52,9 +54,9 @@ def data(config: NucleiConfig, count: int, first_seed: int):
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def run(images, labels, tests, args, w0: float = 10.0, sigma: float = 5.0) -> dict:
+def run(images, labels, tests, args, w0: float = 10.0, sigma: float = 5.0, targets: str = "boundary") -> dict:
     torch.manual_seed(0)
-    init = new_model(2, depth=3, base_channels=16)
+    init = new_model(2, depth=3, base_channels=16, targets=targets)
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=4, patch_shape=(96, 96),
                          w0=w0, sigma=sigma, validation_fraction=0.25, patience=args.epochs, seed=0, device="cpu")
     start_cpu, start = time.process_time(), time.perf_counter()
@@ -85,7 +87,7 @@ def table(rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", nargs="?", choices=("few", "border", "all"), default="all")
+    parser.add_argument("part", nargs="?", choices=("few", "border", "paper", "all"), default="all")
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="2 epochs of 2 steps")
@@ -98,11 +100,15 @@ def main(argv=None) -> int:
         tests = data(ONE_EXPERIMENT, 8, 200)
         print(f"\nfew: one experiment (ONE_EXPERIMENT), {sum(int(t.max()) for t in tests[1])} test cells")
         table([run(*data(ONE_EXPERIMENT, 4, 100), tests, args)])
-    if args.part in ("border", "all"):
+    for part, targets, runs in (("border", "boundary", ((10.0, 5.0), (10.0, 2.0), (0.0, 5.0))),
+                                ("paper", "gaps", ((10.0, 5.0), (0.0, 5.0)))):
+        if args.part not in (part, "all"):
+            continue
         tests = data(CLUMPY, 8, 200)
-        print(f"\nborder: many touching nuclei (CLUMPY), {sum(int(t.max()) for t in tests[1])} test cells")
+        print(f"\n{part}: many touching nuclei (CLUMPY), {sum(int(t.max()) for t in tests[1])} test cells, "
+              f"targets {targets!r}")
         images, labels = data(CLUMPY, 4, 100)
-        rows = [run(images, labels, tests, args, w0, sigma) for w0, sigma in ((10.0, 5.0), (10.0, 2.0), (0.0, 5.0))]
+        rows = [run(images, labels, tests, args, w0, sigma, targets) for w0, sigma in runs]
         table(rows)
         print("\nmerges / splits (AP@0.5) at fixed seed thresholds, foreground threshold 0.5:\n")
         print("| w0 | sigma px | " + " | ".join(f"seed {t:g}" for t in SEED_THRESHOLDS) + " |")

@@ -7,7 +7,8 @@ import pytest
 
 from tiled_unet.config import InstanceConfig
 from tiled_unet.instances import class_roles, grow, instances_from_probabilities
-from tiled_unet.targets import BOUNDARY, IGNORE, INTERIOR, cell_boundaries, instance_targets
+from tiled_unet.targets import (BOUNDARY, IGNORE, INTERIOR, TWO_CLASS_NAMES, cell_boundaries, cell_contacts,
+                                gap_targets, instance_targets, targets_for)
 
 
 def one_hot(targets: np.ndarray, classes: int = 3) -> np.ndarray:
@@ -47,6 +48,35 @@ def test_targets_reject_bad_labels():
         instance_targets(-np.ones((4, 4), np.int32))
     with pytest.raises(ValueError, match="width"):
         instance_targets(np.ones((4, 4), np.int32), boundary_width=0)
+
+
+def test_gap_targets_part_touching_cells_with_background_only_where_they_touch():
+    labels = two_touching_squares()
+    targets = gap_targets(labels, gap_width=1)
+    assert (targets[2:10, 9] == 0).all() and (targets[2:10, 10] == 0).all()  # the gap
+    assert (targets[2:10, 2:9] == 1).all() and (targets[2:10, 11:18] == 1).all()  # outer rims stay cells
+    assert (targets[:2] == 0).all() and not cell_contacts(labels == 1, 1).any()  # one cell: no contact
+    corner = np.zeros(labels.shape, bool)
+    corner[0, 0] = True
+    wide = gap_targets(labels, 2, ignore=corner)
+    assert (wide[3:10, 8:12] == 0).all() and (wide[3:10, 3:8] == 1).all() and wide[0, 0] == IGNORE
+    # a cell surrounded by another one (IDs in either order) is parted from it all around
+    ring = np.ones((9, 9), np.int32)
+    ring[3:6, 3:6] = 2
+    for labels in (ring, 3 - ring):
+        assert cell_contacts(labels, 1).sum() == 8 + 12  # face neighbours: inner ring of 8, outer 4 x 3
+    assert np.array_equal(targets_for(TWO_CLASS_NAMES, two_touching_squares(), 1), targets)
+    with pytest.raises(ValueError, match="classes"):
+        targets_for(("background", "foreground", "edge"), labels, 1)
+    with pytest.raises(ValueError, match="width"):
+        gap_targets(labels, 0)
+
+
+def test_two_class_perfect_probabilities_give_back_the_cells_but_the_gap():
+    labels = two_touching_squares()
+    probs = one_hot(gap_targets(labels, 1), 2)
+    result = instances_from_probabilities(probs, InstanceConfig(min_size=1, min_seed_size=1), TWO_CLASS_NAMES)
+    np.testing.assert_array_equal(result, np.where(gap_targets(labels, 1) == 1, labels, 0))
 
 
 @pytest.mark.parametrize("width", [1, 2])

@@ -141,3 +141,15 @@ def test_cli_train_writes_a_model(pairs, tmp_path, capsys):
     assert main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o",
                  str(out)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_paper_two_class_targets_train_and_segment(pairs, tmp_path):
+    net = train(*pairs, init=small_model(targets="gaps"), out=tmp_path / "gaps.safetensors", **FAST)
+    assert net.model_config.class_names == ("background", "cell") and net.config.num_classes == 2
+    loaded = tiled_unet.load_model(tmp_path / "gaps.safetensors")
+    labels = tiled_unet.segment(pairs[0][0], loaded, device="cpu")
+    assert labels.shape == pairs[0][0].shape and labels.dtype == np.uint32
+    again = train(*pairs, init=tmp_path / "gaps.safetensors", **FAST)  # fine-tuning keeps the classes
+    assert again.config.num_classes == 2
+    with pytest.raises(ValueError, match="'boundary' or 'gaps'"):
+        new_model(2, targets="edges")

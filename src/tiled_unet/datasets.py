@@ -16,7 +16,7 @@ import numpy as np
 from . import normalize
 from .config import ModelConfig
 from .io import open_image
-from .targets import IGNORE, check_labels, instance_targets
+from .targets import IGNORE, check_labels, targets_for
 from .tiling import UNetGeometry, mirror_index
 
 
@@ -61,7 +61,7 @@ def prepare(image: np.ndarray, labels: np.ndarray, model: ModelConfig, *, w0: fl
 
     ignore = labels == ignore_label if ignore_label is not None else None
     clean = np.where(ignore, 0, labels) if ignore is not None else labels
-    targets = instance_targets(clean, boundary_width, ignore)
+    targets = targets_for(model.class_names, clean, boundary_width, ignore)
     weights = weight_map(clean, targets, model.unet.num_classes, w0=w0, sigma=sigma, spacing=spacing)
     normalize.check_finite(image, "in a training image")
     offset, scale = normalize.intensity_range(lambda s: image[(slice(None),) + s], image.shape[1:],

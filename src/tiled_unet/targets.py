@@ -6,6 +6,10 @@ pixels of the cell within ``boundary_width`` pixels (city-block distance) of a p
 that does not belong to it (background or another cell). Two touching cells are then
 separated by a boundary band ``2 * boundary_width`` pixels wide, and their interiors
 (the seeds of :mod:`tiled_unet.instances`) never touch.
+
+The paper's own scheme is also available (:func:`gap_targets`, classes ``TWO_CLASS_NAMES``):
+two classes, where the pixels of a cell within ``boundary_width`` of *another* cell become
+background, a separating gap between touching cells.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from scipy import ndimage as ndi
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 IGNORE = 255
 CLASS_NAMES = ("background", "interior", "boundary")
+TWO_CLASS_NAMES = ("background", "cell")
 
 
 def check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
@@ -62,3 +67,42 @@ def instance_targets(labels: np.ndarray, boundary_width: int = 2,
             raise ValueError(f"ignore mask has shape {ignore.shape}, labels have {labels.shape}")
         targets[ignore] = IGNORE
     return targets
+
+
+def cell_contacts(labels: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels of cells within ``width`` px (city-block) of a pixel of another cell (not background)."""
+    if width < 1:
+        raise ValueError(f"gap width must be >= 1 pixel, got {width}")
+    labels = check_labels(labels)
+    ball = ndi.iterate_structure(ndi.generate_binary_structure(labels.ndim, 1), width)
+    cells = labels > 0
+    lowest_other = ndi.grey_erosion(np.where(cells, labels, np.iinfo(labels.dtype).max), footprint=ball,
+                                    mode="nearest")
+    highest = ndi.grey_dilation(labels, footprint=ball, mode="nearest")
+    return cells & ((lowest_other < labels) | (highest > labels))
+
+
+def gap_targets(labels: np.ndarray, gap_width: int = 2, ignore: np.ndarray | None = None) -> np.ndarray:
+    """uint8 two-class targets as in the U-Net paper: 0 background (with gaps), 1 cell, 255 ignore.
+
+    Where cells touch, their pixels within ``gap_width`` of the other cell become background.
+    """
+    labels = check_labels(labels)
+    targets = ((labels > 0) & ~cell_contacts(labels, gap_width)).astype(np.uint8)
+    if ignore is not None:
+        ignore = np.asarray(ignore, bool)
+        if ignore.shape != labels.shape:
+            raise ValueError(f"ignore mask has shape {ignore.shape}, labels have {labels.shape}")
+        targets[ignore] = IGNORE
+    return targets
+
+
+def targets_for(class_names, labels: np.ndarray, width: int, ignore: np.ndarray | None = None) -> np.ndarray:
+    """The targets of a model with these classes: :func:`instance_targets` or :func:`gap_targets`."""
+    names = tuple(c.lower() for c in class_names)
+    if names == CLASS_NAMES:
+        return instance_targets(labels, width, ignore)
+    if names == TWO_CLASS_NAMES:
+        return gap_targets(labels, width, ignore)
+    raise ValueError(f"training needs a model with the classes {CLASS_NAMES} or {TWO_CLASS_NAMES}, "
+                     f"got {tuple(class_names)}")

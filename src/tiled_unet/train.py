@@ -24,7 +24,7 @@ from .config import InstanceConfig, ModelConfig, NormalizationConfig, UNetConfig
 from .datasets import Example, load_pair, patch_shapes, prepare, sample_patch, split_validation
 from .devices import resolve_device, resolve_precision
 from .model import UNet
-from .targets import CLASS_NAMES
+from .targets import CLASS_NAMES, TWO_CLASS_NAMES
 from ._events import run_to_end
 
 
@@ -109,12 +109,20 @@ def default_patch(ndim: int) -> tuple[int, ...]:
 
 
 def new_model(ndim: int, in_channels: int = 1, *, depth: int = 3, base_channels: int = 16,
-              batch_norm: bool = True, name: str = "custom", voxel_size: Sequence[float] = ()) -> UNet:
-    """A fresh three-class (background, interior, boundary) U-Net for instance segmentation."""
-    unet = UNetConfig(ndim=ndim, in_channels=in_channels, num_classes=3, depth=depth,
+              batch_norm: bool = True, name: str = "custom", voxel_size: Sequence[float] = (),
+              targets: str = "boundary") -> UNet:
+    """A fresh U-Net for instance segmentation.
+
+    ``targets="boundary"`` (default): three classes (background, interior, boundary);
+    ``"gaps"``: the paper's two classes (background, cell), touching cells parted by background gaps.
+    """
+    if targets not in ("boundary", "gaps"):
+        raise ValueError(f"targets must be 'boundary' or 'gaps', got {targets!r}")
+    names = CLASS_NAMES if targets == "boundary" else TWO_CLASS_NAMES
+    unet = UNetConfig(ndim=ndim, in_channels=in_channels, num_classes=len(names), depth=depth,
                       base_channels=base_channels, batch_norm=batch_norm)
     return UNet(ModelConfig(unet=unet, normalization=NormalizationConfig(), instances=InstanceConfig(),
-                            class_names=CLASS_NAMES, name=name, voxel_size=tuple(voxel_size),
+                            class_names=names, name=name, voxel_size=tuple(voxel_size),
                             axes="YX" if ndim == 2 else "ZYX"))
 
 
@@ -128,9 +136,10 @@ def _initial_model(init: Any, ndim: int, in_channels: int, voxel_size: Sequence[
         from .weights import load_model
 
         net = load_model(init)
-    if net.config.num_classes != 3 or tuple(c.lower() for c in net.model_config.class_names) != CLASS_NAMES:
-        raise ValueError(f"fine-tuning needs a model with the classes {CLASS_NAMES}, the initial model "
-                         f"{net.model_config.name!r} has {net.model_config.class_names}")
+    names = tuple(c.lower() for c in net.model_config.class_names)
+    if names not in (CLASS_NAMES, TWO_CLASS_NAMES) or net.config.num_classes != len(names):
+        raise ValueError(f"fine-tuning needs a model with the classes {CLASS_NAMES} or {TWO_CLASS_NAMES}, "
+                         f"the initial model {net.model_config.name!r} has {net.model_config.class_names}")
     return net
 
 
