@@ -79,7 +79,8 @@ def tune_instances(net, image_list, label_list, device="cpu"):
 def train_model(args, recipe, train_images, train_labels):
     """Train the recipe's network from scratch."""
     torch.manual_seed(args.seed)
-    init = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name)
+    init = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name,
+                     targets=recipe.get("targets", "boundary"))
     config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
                          patch_shape=recipe["patch"], validation_fraction=0.1, patience=recipe["epochs"], seed=args.seed,
                          device=args.device)
