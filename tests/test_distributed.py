@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -102,3 +103,35 @@ def test_stopped_cluster_run_resumes_to_the_same_result(client, images, tmp_path
     assert [e.text.split(":")[0] for e in events if isinstance(e, Notice)] == ["resuming"]
     a, b = (zarr.open_array(str(tmp_path / d / "frames_labels.zarr"), mode="r")[...] for d in ("local", "cluster"))
     assert np.array_equal(a, b)
+
+
+def test_cancelled_cluster_labelling_leaves_no_task_writing(client, tmp_path):
+    """A progress callback that raises stops labelling on a cluster only after the running tasks end."""
+    from tiled_unet.blockwise import labels_blockwise
+    from tiled_unet.instances import instances_from_probabilities
+    from tiled_unet.targets import instance_targets
+
+    labels = sample("nuclei-2d")[1]
+    targets = instance_targets(labels)
+    probs = np.stack([(targets == k).astype(np.float32) for k in range(3)])
+    source = zarr.open_array(str(tmp_path / "probs.zarr"), mode="w", shape=probs.shape, chunks=(3, 32, 32),
+                             dtype="float32")
+    source[:] = probs
+    scratch = tmp_path / "scratch"
+    calls = []
+
+    def cancel(done, total, stage):
+        calls.append(stage)
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        labels_blockwise(source, tmp_path / "labels.zarr", block_shape=(32, 32), scheduler=client,
+                         tmpdir=scratch, progress=cancel)
+    assert calls == ["masks", "masks"]
+    time.sleep(1.0)  # a task still running would write into the removed folder
+    assert os.listdir(scratch) == []
+    done = labels_blockwise(source, tmp_path / "labels.zarr", block_shape=(32, 32), scheduler=client,
+                            overwrite=True, tmpdir=scratch)
+    assert done.attrs["complete"] is True
+    assert np.array_equal(done[...], instances_from_probabilities(probs))

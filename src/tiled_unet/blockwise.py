@@ -258,13 +258,17 @@ class _Runner:
         report = self.progress or (lambda done, total, stage: None)
         report(0, total, stage)
         if self.client is not None:
-            from distributed import as_completed
+            from distributed import as_completed, wait
 
             tasks = [dask.delayed(functools.partial(function, *args), pure=False)(dask_key_name=key)
                      for key, args in zip(keys, calls)]
             futures = self.client.compute(tasks)
-            for done, _ in enumerate(as_completed(futures), start=1):
-                report(done, total, stage)
+            try:
+                for done, _ in enumerate(as_completed(futures), start=1):
+                    report(done, total, stage)
+            except BaseException:  # e.g. a cancel: tasks running on workers cannot be stopped, and
+                wait(futures)      # none may write after this returns, so the pass ends first
+                raise
             return self.client.gather(futures)
         from dask.callbacks import Callback
 
