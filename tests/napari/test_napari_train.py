@@ -71,3 +71,26 @@ def test_ignore_convention():
     assert training_labels(painted, False, 1)[1] is None
     with pytest.raises(ValueError, match="no pixel has the background label 7"):
         training_labels(painted, True, 7)
+
+
+def test_two_class_model_is_offered_and_previewed_with_gap_targets(viewer, crop2d, tmp_path, qtbot):
+    from tiled_unet._napari._models import REGISTRY
+    from tiled_unet.loss import weight_map
+    from tiled_unet.targets import gap_targets, instance_targets
+    from tiled_unet.train import new_model
+    from tiled_unet.weights import save_model
+
+    path = save_model(new_model(2, depth=2, base_channels=4, targets="gaps", name="gaps"),
+                      tmp_path / "gaps.safetensors")
+    REGISTRY.add(path)
+    widget = _widget(viewer, crop2d, tmp_path, epochs=1)
+    assert str(path) in [value for value in widget._init.choices]
+    widget._init.value = str(path)
+    widget.preview_weights()
+    qtbot.waitUntil(lambda: "painted weight map" in viewer.layers, timeout=30_000)
+    weights = viewer.layers["painted weight map"].data
+    truth = crop2d[1]
+    expected = weight_map(truth, gap_targets(truth, 2), 2, w0=widget._w0.value, sigma=widget._sigma.value)
+    three_class = weight_map(truth, instance_targets(truth, 2), 3, w0=widget._w0.value, sigma=widget._sigma.value)
+    np.testing.assert_allclose(weights, expected, rtol=1e-6)
+    assert not np.allclose(weights, three_class)

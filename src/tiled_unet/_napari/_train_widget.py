@@ -11,7 +11,7 @@ import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
                               PushButton, SpinBox, create_widget)
 
-from ..targets import CLASS_NAMES
+from ..targets import CLASS_NAMES, TWO_CLASS_NAMES
 from ..train import TrainProgress, train_iter
 from ._common import layer_data, start_worker
 from ._models import REGISTRY
@@ -122,14 +122,14 @@ class TrainWidget(Container):
     # --- inputs -------------------------------------------------------------------------
     @staticmethod
     def _init_choices(*_: Any) -> list:
-        """A new model, or any known model with the background / interior / boundary classes."""
+        """A new model, or any known model with classes training can make targets for."""
         choices: list = [(NEW_MODEL, NEW_MODEL)]
         for label, value in REGISTRY.choices():
             try:
                 net = REGISTRY.load(value)
             except Exception:
                 continue
-            if tuple(c.lower() for c in net.model_config.class_names) == CLASS_NAMES:
+            if tuple(c.lower() for c in net.model_config.class_names) in (CLASS_NAMES, TWO_CLASS_NAMES):
                 choices.append((label, value))
         return choices
 
@@ -184,6 +184,8 @@ class TrainWidget(Container):
                 raise ValueError("choose a Labels layer in the first pair")
             lab, ignore = training_labels(layer_data(labels_layer), bool(self._ignore.value),
                                           int(self._background.value))
+            init = self._init.value
+            names = CLASS_NAMES if init == NEW_MODEL else REGISTRY.load(init).model_config.class_names
         except Exception as exc:
             self._status.value = f"error: {exc}"
             show_error(f"Train U-Net: {exc}")
@@ -192,13 +194,13 @@ class TrainWidget(Container):
 
         def job():
             from ..loss import weight_map
-            from ..targets import instance_targets
+            from ..targets import targets_for
 
             mask = lab == ignore if ignore is not None else None
             clean = np.where(mask, 0, lab) if mask is not None else lab
             yield "weights"
-            targets = instance_targets(clean, BOUNDARY_WIDTH, mask)
-            return weight_map(clean, targets, len(CLASS_NAMES), w0=w0, sigma=sigma, spacing=spacing)
+            targets = targets_for(names, clean, BOUNDARY_WIDTH, mask)
+            return weight_map(clean, targets, len(names), w0=w0, sigma=sigma, spacing=spacing)
 
         def add(weights: np.ndarray) -> None:
             self._viewer.add_image(weights, name=f"{labels_layer.name} weight map", colormap="inferno",
