@@ -61,10 +61,15 @@ def instance_targets(labels: np.ndarray, boundary_width: int = 2,
     labels = check_labels(labels)
     targets = np.where(labels > 0, INTERIOR, BACKGROUND).astype(np.uint8)
     targets[cell_boundaries(labels, boundary_width)] = BOUNDARY
+    return _mark_ignored(targets, ignore)
+
+
+def _mark_ignored(targets: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
+    """``targets`` with the pixels of the boolean mask ``ignore`` (if any) set to IGNORE."""
     if ignore is not None:
         ignore = np.asarray(ignore, bool)
-        if ignore.shape != labels.shape:
-            raise ValueError(f"ignore mask has shape {ignore.shape}, labels have {labels.shape}")
+        if ignore.shape != targets.shape:
+            raise ValueError(f"ignore mask has shape {ignore.shape}, labels have {targets.shape}")
         targets[ignore] = IGNORE
     return targets
 
@@ -89,12 +94,7 @@ def gap_targets(labels: np.ndarray, gap_width: int = 2, ignore: np.ndarray | Non
     """
     labels = check_labels(labels)
     targets = ((labels > 0) & ~cell_contacts(labels, gap_width)).astype(np.uint8)
-    if ignore is not None:
-        ignore = np.asarray(ignore, bool)
-        if ignore.shape != labels.shape:
-            raise ValueError(f"ignore mask has shape {ignore.shape}, labels have {labels.shape}")
-        targets[ignore] = IGNORE
-    return targets
+    return _mark_ignored(targets, ignore)
 
 
 def targets_for(class_names, labels: np.ndarray, width: int, ignore: np.ndarray | None = None) -> np.ndarray:
