@@ -97,12 +97,16 @@ def gap_targets(labels: np.ndarray, gap_width: int = 2, ignore: np.ndarray | Non
     return _mark_ignored(targets, ignore)
 
 
+def trainable(class_names) -> bool:
+    """Whether training can make targets for a model with these classes (either scheme above)."""
+    return tuple(c.lower() for c in class_names) in (CLASS_NAMES, TWO_CLASS_NAMES)
+
+
 def targets_for(class_names, labels: np.ndarray, width: int, ignore: np.ndarray | None = None) -> np.ndarray:
     """The targets of a model with these classes: :func:`instance_targets` or :func:`gap_targets`."""
-    names = tuple(c.lower() for c in class_names)
-    if names == CLASS_NAMES:
+    if not trainable(class_names):
+        raise ValueError(f"training needs a model with the classes {CLASS_NAMES} or {TWO_CLASS_NAMES}, "
+                         f"got {tuple(class_names)}; start from a new model (tiled_unet.train.new_model)")
+    if tuple(c.lower() for c in class_names) == CLASS_NAMES:
         return instance_targets(labels, width, ignore)
-    if names == TWO_CLASS_NAMES:
-        return gap_targets(labels, width, ignore)
-    raise ValueError(f"training needs a model with the classes {CLASS_NAMES} or {TWO_CLASS_NAMES}, "
-                     f"got {tuple(class_names)}")
+    return gap_targets(labels, width, ignore)

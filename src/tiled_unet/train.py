@@ -24,7 +24,7 @@ from .config import InstanceConfig, ModelConfig, NormalizationConfig, UNetConfig
 from .datasets import Example, load_pair, patch_shapes, prepare, sample_patch, split_validation
 from .devices import resolve_device, resolve_precision
 from .model import UNet
-from .targets import CLASS_NAMES, TWO_CLASS_NAMES
+from .targets import CLASS_NAMES, TWO_CLASS_NAMES, trainable
 from ._events import run_to_end
 
 
@@ -136,10 +136,10 @@ def _initial_model(init: Any, ndim: int, in_channels: int, voxel_size: Sequence[
         from .weights import load_model
 
         net = load_model(init)
-    names = tuple(c.lower() for c in net.model_config.class_names)
-    if names not in (CLASS_NAMES, TWO_CLASS_NAMES) or net.config.num_classes != len(names):
+    if not trainable(net.model_config.class_names) or net.config.num_classes != len(net.model_config.class_names):
         raise ValueError(f"fine-tuning needs a model with the classes {CLASS_NAMES} or {TWO_CLASS_NAMES}, "
-                         f"the initial model {net.model_config.name!r} has {net.model_config.class_names}")
+                         f"the initial model {net.model_config.name!r} has {net.model_config.class_names}; "
+                         f"start from a new model instead (init=None, no --init)")
     return net
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
                               PushButton, SpinBox, create_widget)
 
-from ..targets import CLASS_NAMES, TWO_CLASS_NAMES
+from ..targets import CLASS_NAMES, trainable
 from ..train import TrainProgress, train_iter
 from ._common import layer_data, start_worker
 from ._models import REGISTRY
@@ -129,7 +129,7 @@ class TrainWidget(Container):
                 net = REGISTRY.load(value)
             except Exception:
                 continue
-            if tuple(c.lower() for c in net.model_config.class_names) in (CLASS_NAMES, TWO_CLASS_NAMES):
+            if trainable(net.model_config.class_names):
                 choices.append((label, value))
         return choices
 
