@@ -68,13 +68,42 @@ def test_same_seed_same_weights(pairs):
         torch.testing.assert_close(value, weights_of(b)[key], rtol=0, atol=0)
 
 
-def test_resume_equals_uninterrupted_run(pairs, tmp_path):
+def test_patch_workers_give_the_same_weights_for_any_number_of_workers(pairs):
+    one = train(*pairs, init=small_model(), workers=1, **FAST)
+    three = train(*pairs, init=small_model(), workers=3, **FAST)
+    for key, value in weights_of(one).items():
+        torch.testing.assert_close(value, weights_of(three)[key], rtol=0, atol=0)
+    inline = train(*pairs, init=small_model(), **FAST)  # workers=0 draws other patches
+    assert any(not torch.equal(value, weights_of(inline)[key]) for key, value in weights_of(one).items())
+
+
+def test_patch_stream_batches_and_errors(pairs):
+    from tiled_unet.datasets import PatchStream, prepare
+
+    net = small_model()
+    examples = [prepare(i[None].astype(np.float32), l, net.model_config, w0=10, sigma=5, boundary_width=2,
+                        ignore_label=None, spacing=None, rng=np.random.default_rng(0)) for i, l in zip(*pairs)]
+    stream = PatchStream(examples, (40, 40), (12, 12), 0.7, None, np.random.default_rng(1), workers=2)
+    batches = list(stream.epoch(3, 2))
+    assert len(batches) == 3 and all(len(b) == 2 for b in batches)
+    assert batches[0][0][0].shape == (1, 40, 40) and batches[0][0][1].shape == (12, 12)
+    stream.close()
+    broken = PatchStream(examples, (40, 40), (12, 12), 0.7, "not a config", np.random.default_rng(1), workers=2)
+    with pytest.raises(TypeError, match="config must be an AugmentConfig"):  # a worker's error reaches the loop
+        next(broken.epoch(1, 2))
+    broken.close()
+    with pytest.raises(ValueError, match="workers must be an integer >= 0"):
+        TrainConfig(workers=-1)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_equals_uninterrupted_run(pairs, tmp_path, workers):
     full = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "full", validation_fraction=0.0,
-                 patience=10, **FAST)
-    options = {**FAST, "epochs": 1}
+                 patience=10, workers=workers, **FAST)
+    options = {**FAST, "epochs": 1, "workers": workers}
     train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "part", validation_fraction=0.0, **options)
     resumed = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "part", resume=True,
-                    validation_fraction=0.0, **FAST)
+                    validation_fraction=0.0, workers=workers, **FAST)
     last_full = tiled_unet.load_model(tmp_path / "full" / "last.safetensors")
     last_resumed = tiled_unet.load_model(tmp_path / "part" / "last.safetensors")
     for key, value in weights_of(last_full).items():

@@ -7,6 +7,7 @@ network's valid input shape; the targets and weights are cropped to its output.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -112,6 +113,58 @@ def sample_patch(example: Example, input_shape: tuple[int, ...], output_shape: t
     crop = tuple(slice((i - o) // 2, (i - o) // 2 + o) for i, o in zip(input_shape, output_shape))
     return (np.ascontiguousarray(image, np.float32), np.ascontiguousarray(targets[crop]),
             np.ascontiguousarray(weights[crop], np.float32))
+
+
+class PatchStream:
+    """Training batches of random patches, sampled and augmented ``workers`` threads ahead of use.
+
+    ``workers=0`` draws every patch in the caller's thread from ``rng``. With ``workers >= 1`` the
+    epoch's examples and per-patch seeds are drawn from ``rng`` when the epoch starts, so the patches
+    are the same for any number of workers (but not those of ``workers=0``), and ``rng`` ends each
+    epoch in the same state (checkpoints resume exactly).
+    """
+
+    def __init__(self, examples: Sequence[Example], input_shape: tuple[int, ...], output_shape: tuple[int, ...],
+                 foreground_fraction: float, augment_config: Any, rng: np.random.Generator, workers: int = 0):
+        self._examples, self._rng, self._workers = examples, rng, workers
+        self._sample = lambda example, generator: sample_patch(example, input_shape, output_shape,
+                                                               foreground_fraction, generator, augment_config)
+        self._pool = None
+        if workers:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tiled-unet-patches")
+
+    def epoch(self, steps: int, batch_size: int):
+        """Yield ``steps`` batches, each a list of ``batch_size`` ``(image, targets, weights)`` patches."""
+        if self._pool is None:
+            for _ in range(steps):
+                yield [self._sample(self._examples[self._rng.integers(len(self._examples))], self._rng)
+                       for _ in range(batch_size)]
+            return
+        count = steps * batch_size
+        which = self._rng.integers(len(self._examples), size=count)
+        seeds = self._rng.integers(2**63, size=count)
+        jobs = iter(range(count))
+        pending: list = []
+
+        def submit(n: int) -> None:
+            for k in itertools.islice(jobs, n):
+                pending.append(self._pool.submit(self._sample, self._examples[which[k]], np.random.default_rng(seeds[k])))
+
+        submit(batch_size * 2 + self._workers)  # one batch in use, one and the workers' share ahead
+        try:
+            for _ in range(steps):
+                batch = [pending.pop(0).result() for _ in range(batch_size)]
+                submit(batch_size)
+                yield batch
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def split_validation(pairs: list[tuple[np.ndarray, np.ndarray]], fraction: float

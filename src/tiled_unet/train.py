@@ -21,7 +21,7 @@ import torch
 
 from .augment import AugmentConfig
 from .config import InstanceConfig, ModelConfig, NormalizationConfig, UNetConfig, _check, _from_dict
-from .datasets import Example, load_pair, patch_shapes, prepare, sample_patch, split_validation
+from .datasets import Example, PatchStream, load_pair, patch_shapes, prepare, split_validation
 from .devices import resolve_device, resolve_precision
 from .model import UNet
 from .targets import CLASS_NAMES, TWO_CLASS_NAMES, trainable
@@ -50,12 +50,15 @@ class TrainConfig:
     precision: str = "auto"
     ignore_label: int | None = None
     tune_instances: bool = True
+    workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch", "batch_size", "boundary_width", "patience"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _check(isinstance(self.workers, int) and self.workers >= 0,
+               f"workers must be an integer >= 0, got {self.workers!r}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
         _check(self.schedule in ("cosine", "constant"),
                f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
@@ -243,6 +246,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     start = time.perf_counter()
     from .loss import weighted_cross_entropy
 
+    patches = PatchStream(examples, input_shape, output_shape, cfg.foreground_fraction, cfg.augment, rng,
+                          cfg.workers)
     finished = False  # not when cancelled or failed: then the best weights are kept as they are
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -250,9 +255,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                 group["lr"] = epoch_learning_rate(cfg, epoch)
             net.train()
             losses = []
-            for step in range(1, cfg.steps_per_epoch + 1):
-                batch = [sample_patch(examples[rng.integers(len(examples))], input_shape, output_shape,
-                                      cfg.foreground_fraction, rng, cfg.augment) for _ in range(cfg.batch_size)]
+            for step, batch in enumerate(patches.epoch(cfg.steps_per_epoch, cfg.batch_size), 1):
                 x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
                 t = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64)).to(device)
                 w = torch.from_numpy(np.stack([b[2] for b in batch])).to(device)
@@ -284,6 +287,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                 break
         finished = True
     finally:
+        patches.close()
         net.load_state_dict(best_state)
         net.eval()
         tuned = None
