@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -82,17 +83,28 @@ def train_model(args, recipe, train_images, train_labels):
     init = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name,
                      targets=recipe.get("targets", "boundary"))
     config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
-                         patch_shape=recipe["patch"], validation_fraction=0.1, patience=recipe["epochs"], seed=args.seed,
-                         device=args.device)
+                         patch_shape=tuple(recipe["patch"]), validation_fraction=0.1, patience=recipe["epochs"],
+                         seed=args.seed, device=args.device, workers=args.workers,
+                         learning_rate=recipe.get("lr", 1e-3))
 
     def progress(event):
         if event.kind == "epoch":
             print(f"  epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} val AP@0.5 {event.val_ap:.3f} "
                   f"(best {event.best_ap:.3f} at {event.best_epoch}) {event.seconds:.0f} s", flush=True)
 
-    net = train(train_images, train_labels, init=init, config=config, name=args.name,
+    # with --train-only the best weights so far are written even when the run is interrupted (Ctrl-C, SIGINT)
+    out = args.out / f"{args.name}.safetensors" if args.train_only else None
+    net = train(train_images, train_labels, init=init, config=config, name=args.name, out=out, overwrite=True,
                 progress=progress)
     return net
+
+
+def _command(argv: list[str]) -> str:
+    """The command line that made a model, without ``--out`` (where it was written)."""
+    words = list(argv)
+    if "--out" in words:
+        del words[words.index("--out"):words.index("--out") + 2]
+    return " ".join(["python scripts/train_builtin_models.py", *words])
 
 
 def main(argv=None) -> int:
@@ -102,6 +114,11 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--steps", type=int, help="override the recipe's steps per epoch")
     parser.add_argument("--images", type=int, help="override the recipe's number of training images")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe entries, "
+                        "e.g. depth=4 base_channels=32 batch=8 lr=0.002 patch=[96,96] (values are JSON)")
+    parser.add_argument("--workers", type=int, default=0, help="threads sampling patches (TrainConfig.workers)")
+    parser.add_argument("--train-only", action="store_true", help="write the trained model without the "
+                        "held-out tuning and scoring (run --retune on it later)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default: the shipped models were trained on CPU), "
                         "cuda, cuda:N, mps or auto (other devices give other weights)")
@@ -109,9 +126,18 @@ def main(argv=None) -> int:
                         "this script), tune its instance parameters again, score it and write it to --out")
     args = parser.parse_args(argv)
     recipe = dict(RECIPES[args.name])
+    args.out.mkdir(parents=True, exist_ok=True)
     for key in ("epochs", "steps", "images"):
         if getattr(args, key):
             recipe[key] = getattr(args, key)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in recipe and key not in ("lr", "targets"):
+            parser.error(f"--set {item}: unknown recipe entry {key!r}; known: {sorted(recipe)}, lr, targets")
+        try:
+            recipe[key] = json.loads(value)
+        except json.JSONDecodeError:
+            recipe[key] = value
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
     train_images, train_labels = images(recipe, recipe["images"], TRAIN_SEED)
@@ -125,19 +151,26 @@ def main(argv=None) -> int:
             parser.error(f"{args.retune} holds model {net.model_config.name!r}, not {args.name!r}")
     else:
         net = train_model(args, recipe, train_images, train_labels)
+        net.model_config = dataclasses.replace(
+            net.model_config, training=dict(net.model_config.training, recipe=recipe, device=args.device,
+                                            command=_command(argv if argv is not None else sys.argv[1:])))
+        if args.train_only:
+            path = save_model(net, args.out / f"{args.name}.safetensors", overwrite=True)
+            print(f"wrote {path} (not scored) in {time.perf_counter() - start:.0f} s")
+            return 0
     instances, tuned_ap = tune_instances(net, tune_images, tune_labels, args.device)
     test = score(net, test_images, test_labels, instances, args.device)
     sample_image, sample_labels = sample(args.name)
     on_sample = score(net, [sample_image], [sample_labels], instances, args.device)
     summary = dict(net.model_config.training, tuned_ap50=tuned_ap, test=test, sample=on_sample,
                    data=f"{recipe['images']} synthetic images of {recipe['shape']} "
-                        f"(tiled_unet.synthetic.render_nuclei, seeds {TRAIN_SEED}+)",
-                   command=f"python scripts/train_builtin_models.py {args.name}", device=args.device)
+                        f"(tiled_unet.synthetic.render_nuclei, seeds {TRAIN_SEED}+)")
+    summary.setdefault("command", f"python scripts/train_builtin_models.py {args.name}")
+    summary.setdefault("device", args.device)
     net.model_config = dataclasses.replace(
         net.model_config, instances=instances, training=summary,
         description=f"fluorescent nuclei, {recipe['ndim']}D, trained on synthetic images "
                     f"(held-out AP@0.5 {test['ap50']:.2f})")
-    args.out.mkdir(parents=True, exist_ok=True)
     path = save_model(net, args.out / f"{args.name}.safetensors", overwrite=True)
     print(f"instances: {instances}")
     print(f"held-out synthetic: AP@0.5 {test['ap50']:.3f}, {test['cells']} cells, merges {test['merges']}, "
