@@ -34,8 +34,8 @@ from tiled_unet.train import TrainConfig, new_model, train, tune_instance_thresh
 from tiled_unet.weights import load_model, save_model
 
 RECIPES = {
-    "nuclei-2d": dict(ndim=2, shape=(256, 256), images=96, depth=3, base_channels=24, patch=(96, 96),
-                      epochs=120, steps=40, batch=4, held_out=12),
+    "nuclei-2d": dict(ndim=2, shape=(256, 256), images=192, depth=3, base_channels=24, patch=(96, 96),
+                      epochs=200, steps=50, batch=8, held_out=12),
     "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=48, depth=2, base_channels=12, patch=(16, 40, 40),
                       epochs=120, steps=30, batch=2, held_out=6),
 }
@@ -167,6 +167,8 @@ def main(argv=None) -> int:
                         f"(tiled_unet.synthetic.render_nuclei, seeds {TRAIN_SEED}+)")
     summary.setdefault("command", f"python scripts/train_builtin_models.py {args.name}")
     summary.setdefault("device", args.device)
+    if args.retune:
+        summary["tuning_command"] = _command(argv if argv is not None else sys.argv[1:])
     net.model_config = dataclasses.replace(
         net.model_config, instances=instances, training=summary,
         description=f"fluorescent nuclei, {recipe['ndim']}D, trained on synthetic images "
