@@ -84,7 +84,7 @@ def train_model(args, recipe, train_images, train_labels):
                      targets=recipe.get("targets", "boundary"))
     config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
                          patch_shape=tuple(recipe["patch"]), validation_fraction=0.1, patience=recipe["epochs"],
-                         seed=args.seed, device=args.device, workers=args.workers,
+                         seed=args.seed, device=args.device, workers=args.workers, worker_type=args.worker_type,
                          learning_rate=recipe.get("lr", 1e-3))
 
     def progress(event):
@@ -116,7 +116,9 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, help="override the recipe's number of training images")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe entries, "
                         "e.g. depth=4 base_channels=32 batch=8 lr=0.002 patch=[96,96] (values are JSON)")
-    parser.add_argument("--workers", type=int, default=0, help="threads sampling patches (TrainConfig.workers)")
+    parser.add_argument("--workers", type=int, default=0, help="threads or processes sampling patches "
+                        "(TrainConfig.workers)")
+    parser.add_argument("--worker-type", choices=("threads", "processes"), default="threads")
     parser.add_argument("--train-only", action="store_true", help="write the trained model without the "
                         "held-out tuning and scoring (run --retune on it later)")
     parser.add_argument("--seed", type=int, default=0)

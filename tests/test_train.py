@@ -68,11 +68,13 @@ def test_same_seed_same_weights(pairs):
         torch.testing.assert_close(value, weights_of(b)[key], rtol=0, atol=0)
 
 
-def test_patch_workers_give_the_same_weights_for_any_number_of_workers(pairs):
+def test_patch_workers_give_the_same_weights_for_any_number_and_type_of_workers(pairs):
     one = train(*pairs, init=small_model(), workers=1, **FAST)
     three = train(*pairs, init=small_model(), workers=3, **FAST)
+    processes = train(*pairs, init=small_model(), workers=2, worker_type="processes", **FAST)
     for key, value in weights_of(one).items():
         torch.testing.assert_close(value, weights_of(three)[key], rtol=0, atol=0)
+        torch.testing.assert_close(value, weights_of(processes)[key], rtol=0, atol=0)
     inline = train(*pairs, init=small_model(), **FAST)  # workers=0 draws other patches
     assert any(not torch.equal(value, weights_of(inline)[key]) for key, value in weights_of(one).items())
 
@@ -94,6 +96,8 @@ def test_patch_stream_batches_and_errors(pairs):
     broken.close()
     with pytest.raises(ValueError, match="workers must be an integer >= 0"):
         TrainConfig(workers=-1)
+    with pytest.raises(ValueError, match="worker_type must be 'threads' or 'processes'"):
+        TrainConfig(worker_type="fork")
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -34,6 +34,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     t.add_argument("--workers", type=int, default=0, help="threads that sample and augment patches ahead of the "
                    "training step (default: 0, in the loop); use several to keep a GPU busy")
+    t.add_argument("--worker-type", choices=("threads", "processes"), default="threads",
+                   help="threads (default) or processes (each gets a copy of the data; scale better in 3D)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--name", help="model name stored in the file (default: the output file's stem)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -66,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          patch_shape=tuple(args.patch or ()), learning_rate=args.lr, w0=args.w0,
                          sigma=args.sigma, ignore_label=args.ignore_label, patience=args.patience,
                          validation_fraction=args.validation_fraction, device=args.device, seed=args.seed,
-                         workers=args.workers)
+                         workers=args.workers, worker_type=args.worker_type)
     gen = train_iter(images, labels, init=args.init, config=config, out=output, checkpoint_dir=args.checkpoints,
                      resume=args.resume, voxel_size=tuple(args.voxel_size or ()), name=args.name or output.stem,
                      overwrite=args.overwrite)

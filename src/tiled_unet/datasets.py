@@ -115,42 +115,83 @@ def sample_patch(example: Example, input_shape: tuple[int, ...], output_shape: t
             np.ascontiguousarray(weights[crop], np.float32))
 
 
+@dataclass(frozen=True)
+class _PatchSampler:
+    """Draws the patch of one example from one seed (picklable, for worker processes)."""
+
+    examples: Sequence[Example]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    foreground_fraction: float
+    augment_config: Any
+
+    def __call__(self, index: int, rng: np.random.Generator | int):
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        return sample_patch(self.examples[index], self.input_shape, self.output_shape, self.foreground_fraction,
+                            rng, self.augment_config)
+
+
+_PROCESS_SAMPLER: _PatchSampler | None = None
+
+
+def _start_process(sampler: _PatchSampler) -> None:
+    global _PROCESS_SAMPLER
+    _PROCESS_SAMPLER = sampler
+
+
+def _sample_in_process(index: int, seed: int):
+    return _PROCESS_SAMPLER(index, seed)
+
+
 class PatchStream:
-    """Training batches of random patches, sampled and augmented ``workers`` threads ahead of use.
+    """Training batches of random patches, sampled and augmented by ``workers`` ahead of use.
 
     ``workers=0`` draws every patch in the caller's thread from ``rng``. With ``workers >= 1`` the
     epoch's examples and per-patch seeds are drawn from ``rng`` when the epoch starts, so the patches
-    are the same for any number of workers (but not those of ``workers=0``), and ``rng`` ends each
-    epoch in the same state (checkpoints resume exactly).
+    are the same for any number and type of workers (but not those of ``workers=0``), and ``rng``
+    ends each epoch in the same state (checkpoints resume exactly). ``worker_type``: ``"threads"``
+    (no start-up cost; scipy's interpolation runs in parallel, the rest holds the GIL) or
+    ``"processes"`` (spawned; each receives a copy of the training data once, then scales with cores).
     """
 
     def __init__(self, examples: Sequence[Example], input_shape: tuple[int, ...], output_shape: tuple[int, ...],
-                 foreground_fraction: float, augment_config: Any, rng: np.random.Generator, workers: int = 0):
-        self._examples, self._rng, self._workers = examples, rng, workers
-        self._sample = lambda example, generator: sample_patch(example, input_shape, output_shape,
-                                                               foreground_fraction, generator, augment_config)
-        self._pool = None
-        if workers:
+                 foreground_fraction: float, augment_config: Any, rng: np.random.Generator, workers: int = 0,
+                 worker_type: str = "threads"):
+        if worker_type not in ("threads", "processes"):
+            raise ValueError(f"worker_type must be 'threads' or 'processes', got {worker_type!r}")
+        self._rng, self._workers, self._pool = rng, workers, None
+        self._sample = _PatchSampler(list(examples), tuple(input_shape), tuple(output_shape), foreground_fraction,
+                                     augment_config)
+        self._task = self._sample
+        if workers and worker_type == "threads":
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tiled-unet-patches")
+        elif workers:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: the caller may hold CUDA, threads and locks (napari, torch)
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_process, initargs=(self._sample,))
+            self._task = _sample_in_process
 
     def epoch(self, steps: int, batch_size: int):
         """Yield ``steps`` batches, each a list of ``batch_size`` ``(image, targets, weights)`` patches."""
+        count = len(self._sample.examples)
         if self._pool is None:
             for _ in range(steps):
-                yield [self._sample(self._examples[self._rng.integers(len(self._examples))], self._rng)
-                       for _ in range(batch_size)]
+                yield [self._sample(self._rng.integers(count), self._rng) for _ in range(batch_size)]
             return
-        count = steps * batch_size
-        which = self._rng.integers(len(self._examples), size=count)
-        seeds = self._rng.integers(2**63, size=count)
-        jobs = iter(range(count))
+        total = steps * batch_size
+        which = self._rng.integers(count, size=total)
+        seeds = self._rng.integers(2**63, size=total)
+        jobs = iter(range(total))
         pending: list = []
 
         def submit(n: int) -> None:
             for k in itertools.islice(jobs, n):
-                pending.append(self._pool.submit(self._sample, self._examples[which[k]], np.random.default_rng(seeds[k])))
+                pending.append(self._pool.submit(self._task, int(which[k]), int(seeds[k])))
 
         submit(batch_size * 2 + self._workers)  # one batch in use, one and the workers' share ahead
         try:

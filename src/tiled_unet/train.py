@@ -51,6 +51,7 @@ class TrainConfig:
     ignore_label: int | None = None
     tune_instances: bool = True
     workers: int = 0
+    worker_type: str = "threads"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -59,6 +60,8 @@ class TrainConfig:
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         _check(isinstance(self.workers, int) and self.workers >= 0,
                f"workers must be an integer >= 0, got {self.workers!r}")
+        _check(self.worker_type in ("threads", "processes"),
+               f"worker_type must be 'threads' or 'processes', got {self.worker_type!r}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
         _check(self.schedule in ("cosine", "constant"),
                f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
@@ -247,7 +250,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     from .loss import weighted_cross_entropy
 
     patches = PatchStream(examples, input_shape, output_shape, cfg.foreground_fraction, cfg.augment, rng,
-                          cfg.workers)
+                          cfg.workers, cfg.worker_type)
     finished = False  # not when cancelled or failed: then the best weights are kept as they are
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
