@@ -35,9 +35,9 @@ from tiled_unet.weights import load_model, save_model
 
 RECIPES = {
     "nuclei-2d": dict(ndim=2, shape=(256, 256), images=192, depth=3, base_channels=24, patch=(96, 96),
-                      epochs=200, steps=50, batch=8, held_out=12),
-    "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=48, depth=2, base_channels=12, patch=(16, 40, 40),
-                      epochs=120, steps=30, batch=2, held_out=6),
+                      epochs=200, steps=50, batch=8, held_out=12, workers=3),
+    "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=96, depth=2, base_channels=12, patch=(16, 40, 40),
+                      epochs=120, steps=60, batch=2, held_out=6, workers=1),
 }
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
@@ -84,7 +84,8 @@ def train_model(args, recipe, train_images, train_labels):
                      targets=recipe.get("targets", "boundary"))
     config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
                          patch_shape=tuple(recipe["patch"]), validation_fraction=0.1, patience=recipe["epochs"],
-                         seed=args.seed, device=args.device, workers=args.workers, worker_type=args.worker_type,
+                         seed=args.seed, device=args.device, workers=recipe.get("workers", 0),
+                         worker_type=args.worker_type,
                          learning_rate=recipe.get("lr", 1e-3))
 
     def progress(event):
@@ -116,8 +117,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, help="override the recipe's number of training images")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe entries, "
                         "e.g. depth=4 base_channels=32 batch=8 lr=0.002 patch=[96,96] (values are JSON)")
-    parser.add_argument("--workers", type=int, default=0, help="threads or processes sampling patches "
-                        "(TrainConfig.workers)")
+    parser.add_argument("--workers", type=int, help="threads or processes sampling patches (TrainConfig.workers; "
+                        "default: the recipe's; any number >= 1 gives the same weights)")
     parser.add_argument("--worker-type", choices=("threads", "processes"), default="threads")
     parser.add_argument("--train-only", action="store_true", help="write the trained model without the "
                         "held-out tuning and scoring (run --retune on it later)")
@@ -129,8 +130,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     recipe = dict(RECIPES[args.name])
     args.out.mkdir(parents=True, exist_ok=True)
-    for key in ("epochs", "steps", "images"):
-        if getattr(args, key):
+    for key in ("epochs", "steps", "images", "workers"):
+        if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     for item in args.set:
         key, _, value = item.partition("=")
