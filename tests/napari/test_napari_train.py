@@ -30,6 +30,7 @@ def test_short_training_writes_a_model_the_segment_widget_offers(viewer, crop2d,
     segment = SegmentWidget(viewer)
     viewer.window.add_dock_widget(segment)
     widget = _widget(viewer, crop2d, tmp_path, epochs=1)
+    widget._workers.value = 2
     widget.run()
     wait_for_worker(widget, timeout=120_000)
     assert widget._status.value.startswith("done"), widget._status.value
@@ -42,6 +43,7 @@ def test_short_training_writes_a_model_the_segment_widget_offers(viewer, crop2d,
     labels = tiled_unet.segment(crop2d[0], str(path), device="cpu")
     assert labels.shape == crop2d[0].shape and labels.dtype == np.uint32
     assert tiled_unet.load_model(path).model_config.name == "custom"
+    assert tiled_unet.load_model(path).model_config.training["config"]["workers"] == 2
 
 
 def test_cancel_keeps_the_best_model_so_far(viewer, crop2d, tmp_path, wait_for_worker, qtbot):

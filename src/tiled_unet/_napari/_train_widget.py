@@ -95,6 +95,9 @@ class TrainWidget(Container):
         self._sigma = FloatSpinBox(label="sigma (border width)", min=0.1, max=1000.0, step=0.5, value=5.0)
         self._val = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05, value=0.2)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
+        self._workers = SpinBox(label="patch workers", min=0, max=max(os.cpu_count() or 1, 1), value=0,
+                                tooltip="threads that prepare patches ahead of the training step; several keep "
+                                        "a GPU busy (0 = in the training loop)")
         self._name = LineEdit(label="model name", value="custom")
         self._out = FileEdit(label="model file", mode="w", filter="*.safetensors")
         self._overwrite = CheckBox(text="overwrite an existing model file", value=False)
@@ -108,8 +111,8 @@ class TrainWidget(Container):
             w.native.setWordWrap(True)
         self.extend([self._pairs, self._add_pair, self._remove_pair, self._ignore, self._background, self._init,
                      self._epochs, self._steps, self._batch, self._patch, self._lr, self._w0, self._sigma,
-                     self._val, self._device, self._name, self._out, self._overwrite, self._preview, self._run,
-                     self._cancel, self._progress, self._history, self._status])
+                     self._val, self._device, self._workers, self._name, self._out, self._overwrite, self._preview,
+                     self._run, self._cancel, self._progress, self._history, self._status])
         self.add_pair()
         self._add_pair.clicked.connect(self.add_pair)
         self._remove_pair.clicked.connect(self.remove_pair)
@@ -251,7 +254,7 @@ class TrainWidget(Container):
                          steps_per_epoch=int(self._steps.value), batch_size=int(self._batch.value),
                          patch_shape=patch, learning_rate=float(self._lr.value), w0=float(self._w0.value),
                          sigma=float(self._sigma.value), validation_fraction=float(self._val.value),
-                         device=self._device.value, ignore_label=ignore_label)
+                         device=self._device.value, ignore_label=ignore_label, workers=int(self._workers.value))
         return gen, out
 
     def cancel(self) -> None:
