@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 
 import numpy as np
@@ -198,6 +199,19 @@ def test_save_refuses_to_overwrite(tmp_path):
     assert path.read_bytes() != before
     reloaded = load_model(path)
     assert torch.equal(reloaded.head.weight, make_model(seed=1).head.weight)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_saved_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = save_model(make_model(seed=0), tmp_path / "model.safetensors")
+        assert path.stat().st_mode & 0o777 == 0o640  # safetensors alone writes 0600
+        path.chmod(0o604)
+        save_model(make_model(seed=1), path, overwrite=True)
+        assert path.stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)
 
 
 @pytest.mark.parametrize("name", ["model.pt", "model", "model.safetensor"])

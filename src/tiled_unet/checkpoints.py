@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .model import UNet
+from .weights import write_safetensors
 
 
 def save_checkpoint(folder: Path, net: UNet, optimizer: torch.optim.Optimizer, state: dict[str, Any],
@@ -43,7 +43,7 @@ def save_checkpoint(folder: Path, net: UNet, optimizer: torch.optim.Optimizer, s
     metadata = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"]),
                 "scalars": json.dumps(scalars), "numpy_rng": json.dumps(rng.bit_generator.state)}
     tmp = folder / ".state.tmp.safetensors"
-    save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(tensors, tmp, metadata)
     tmp.replace(folder / "state.safetensors")
 
 

@@ -64,8 +64,30 @@ def save_model(net: UNet, path: str | os.PathLike, overwrite: bool = False) -> P
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
                 "package_version": __version__, "config": json.dumps(net.model_config.to_dict())}
-    save_file(state, str(path), metadata=metadata)
+    write_safetensors(state, path, metadata)
     return path
+
+
+def write_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """``save_file`` with the permissions users expect: safetensors creates files readable by their
+    owner only (0600); a new file gets the mode the umask gives, a replaced file keeps its mode."""
+    path = Path(path)
+    previous = path.stat().st_mode & 0o777 if path.exists() else None
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, previous if previous is not None else 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:  # Linux: read without changing it
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _refuse_pickle(path: Path) -> None:
