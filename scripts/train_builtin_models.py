@@ -3,9 +3,10 @@
 Everything is generated from fixed seeds by :func:`tiled_unet.synthetic.render_nuclei`
 (random density, size, shape, clumps of touching nuclei, texture, brightness, blur, haze,
 uneven illumination, Poisson + Gaussian camera noise), so the models are reproducible
-from this script alone:
+from this script alone (``nuclei-2d`` was trained on a GPU, then tuned and scored on CPU):
 
-    python scripts/train_builtin_models.py nuclei-2d
+    python scripts/train_builtin_models.py nuclei-2d --device cuda --train-only --out trained
+    python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors
     python scripts/train_builtin_models.py nuclei-3d
 
 Writes ``src/tiled_unet/models/<name>.safetensors`` (use ``--out`` elsewhere), after
@@ -123,10 +124,11 @@ def main(argv=None) -> int:
     parser.add_argument("--train-only", action="store_true", help="write the trained model without the "
                         "held-out tuning and scoring (run --retune on it later)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu (default: the shipped models were trained on CPU), "
-                        "cuda, cuda:N, mps or auto (other devices give other weights)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto; the shipped "
+                        "nuclei-2d was trained on cuda, nuclei-3d on cpu (other devices give other weights)")
     parser.add_argument("--retune", type=Path, metavar="FILE", help="skip training: load this model file (made by "
                         "this script), tune its instance parameters again, score it and write it to --out")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     recipe = dict(RECIPES[args.name])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,6 @@ def main(argv=None) -> int:
             recipe[key] = json.loads(value)
         except json.JSONDecodeError:
             recipe[key] = value
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
     train_images, train_labels = images(recipe, recipe["images"], TRAIN_SEED)
     tune_images, tune_labels = images(recipe, recipe["held_out"], TUNE_SEED)
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
         net = train_model(args, recipe, train_images, train_labels)
         net.model_config = dataclasses.replace(
             net.model_config, training=dict(net.model_config.training, recipe=recipe, device=args.device,
-                                            command=_command(argv if argv is not None else sys.argv[1:])))
+                                            command=_command(argv)))
         if args.train_only:
             path = save_model(net, args.out / f"{args.name}.safetensors", overwrite=True)
             print(f"wrote {path} (not scored) in {time.perf_counter() - start:.0f} s")
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
     summary.setdefault("command", f"python scripts/train_builtin_models.py {args.name}")
     summary.setdefault("device", args.device)
     if args.retune:
-        summary["tuning_command"] = _command(argv if argv is not None else sys.argv[1:])
+        summary["tuning_command"] = _command(argv)
     net.model_config = dataclasses.replace(
         net.model_config, instances=instances, training=summary,
         description=f"fluorescent nuclei, {recipe['ndim']}D, trained on synthetic images "

@@ -143,6 +143,9 @@ def _sample_in_process(index: int, seed: int):
     return _PROCESS_SAMPLER(index, seed)
 
 
+WORKER_TYPES = ("threads", "processes")
+
+
 class PatchStream:
     """Training batches of random patches, sampled and augmented by ``workers`` ahead of use.
 
@@ -151,13 +154,13 @@ class PatchStream:
     are the same for any number and type of workers (but not those of ``workers=0``), and ``rng``
     ends each epoch in the same state (checkpoints resume exactly). ``worker_type``: ``"threads"``
     (no start-up cost; scipy's interpolation runs in parallel, the rest holds the GIL) or
-    ``"processes"`` (spawned; each receives a copy of the training data once, then scales with cores).
+    ``"processes"`` (spawned; each receives a copy of the training data once and has its own GIL).
     """
 
     def __init__(self, examples: Sequence[Example], input_shape: tuple[int, ...], output_shape: tuple[int, ...],
                  foreground_fraction: float, augment_config: Any, rng: np.random.Generator, workers: int = 0,
                  worker_type: str = "threads"):
-        if worker_type not in ("threads", "processes"):
+        if worker_type not in WORKER_TYPES:
             raise ValueError(f"worker_type must be 'threads' or 'processes', got {worker_type!r}")
         self._rng, self._workers, self._pool = rng, workers, None
         self._sample = _PatchSampler(list(examples), tuple(input_shape), tuple(output_shape), foreground_fraction,

@@ -21,7 +21,7 @@ import torch
 
 from .augment import AugmentConfig
 from .config import InstanceConfig, ModelConfig, NormalizationConfig, UNetConfig, _check, _from_dict
-from .datasets import Example, PatchStream, load_pair, patch_shapes, prepare, split_validation
+from .datasets import WORKER_TYPES, Example, PatchStream, load_pair, patch_shapes, prepare, split_validation
 from .devices import resolve_device, resolve_precision
 from .model import UNet
 from .targets import CLASS_NAMES, TWO_CLASS_NAMES, trainable
@@ -60,7 +60,7 @@ class TrainConfig:
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         _check(isinstance(self.workers, int) and self.workers >= 0,
                f"workers must be an integer >= 0, got {self.workers!r}")
-        _check(self.worker_type in ("threads", "processes"),
+        _check(self.worker_type in WORKER_TYPES,
                f"worker_type must be 'threads' or 'processes', got {self.worker_type!r}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
         _check(self.schedule in ("cosine", "constant"),
