@@ -40,6 +40,8 @@ RECIPES = {
     "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=96, depth=2, base_channels=12, patch=(16, 40, 40),
                       epochs=120, steps=60, batch=2, held_out=6, workers=1),
 }
+#: recipe entries that may be absent (defaults: lr 1e-3, targets "boundary", boundary_width 2, keep "best")
+OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep")
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
 
@@ -87,7 +89,8 @@ def train_model(args, recipe, train_images, train_labels):
                          patch_shape=tuple(recipe["patch"]), validation_fraction=0.1, patience=recipe["epochs"],
                          seed=args.seed, device=args.device, workers=recipe.get("workers", 0),
                          worker_type=args.worker_type,
-                         learning_rate=recipe.get("lr", 1e-3))
+                         learning_rate=recipe.get("lr", 1e-3), boundary_width=recipe.get("boundary_width", 2),
+                         keep=recipe.get("keep", "best"))
 
     def progress(event):
         if event.kind == "epoch":
@@ -97,7 +100,7 @@ def train_model(args, recipe, train_images, train_labels):
     # with --train-only the best weights so far are written even when the run is interrupted (Ctrl-C, SIGINT)
     out = args.out / f"{args.name}.safetensors" if args.train_only else None
     net = train(train_images, train_labels, init=init, config=config, name=args.name, out=out, overwrite=True,
-                progress=progress)
+                checkpoint_dir=args.checkpoints, progress=progress)
     return net
 
 
@@ -123,6 +126,8 @@ def main(argv=None) -> int:
     parser.add_argument("--worker-type", choices=("threads", "processes"), default="threads")
     parser.add_argument("--train-only", action="store_true", help="write the trained model without the "
                         "held-out tuning and scoring (run --retune on it later)")
+    parser.add_argument("--checkpoints", type=Path, metavar="DIR", help="keep training checkpoints in DIR "
+                        "(DIR/last.safetensors holds the last epoch's weights, DIR/best.safetensors the best)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto; the shipped "
                         "nuclei-2d was trained on cuda, nuclei-3d on cpu (other devices give other weights)")
@@ -137,8 +142,9 @@ def main(argv=None) -> int:
             recipe[key] = getattr(args, key)
     for item in args.set:
         key, _, value = item.partition("=")
-        if key not in recipe and key not in ("lr", "targets"):
-            parser.error(f"--set {item}: unknown recipe entry {key!r}; known: {sorted(recipe)}, lr, targets")
+        if key not in recipe and key not in OPTIONAL_ENTRIES:
+            parser.error(f"--set {item}: unknown recipe entry {key!r}; known: {sorted(recipe)}, "
+                         f"{', '.join(OPTIONAL_ENTRIES)}")
         try:
             recipe[key] = json.loads(value)
         except json.JSONDecodeError:

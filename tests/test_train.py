@@ -168,9 +168,10 @@ def test_cli_train_writes_a_model(pairs, tmp_path, capsys):
     out = tmp_path / "mine.safetensors"
     code = main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(out),
                  "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--patch", "32", "32",
-                 "--device", "cpu"])
+                 "--device", "cpu", "--keep", "last"])
     assert code == 0 and out.is_file()
-    assert tiled_unet.load_model(out).model_config.name == "mine"
+    written = tiled_unet.load_model(out).model_config
+    assert written.name == "mine" and written.training["config"]["keep"] == "last"
     assert main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o",
                  str(out)]) == 2
     assert "exists" in capsys.readouterr().err
@@ -186,3 +187,27 @@ def test_paper_two_class_targets_train_and_segment(pairs, tmp_path):
     assert again.config.num_classes == 2
     with pytest.raises(ValueError, match="'boundary' or 'gaps'"):
         new_model(2, targets="edges")
+
+
+def test_keep_best_or_last_epoch_and_resume_keeps_the_stored_best(pairs, tmp_path):
+    from tiled_unet.weights import save_model
+
+    options = {**FAST, "epochs": 3, "patience": 10}
+    best = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "best", **options)
+    last = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "last", keep="last", **options)
+    for kept, folder, name in ((best, "best", "best"), (last, "last", "last")):
+        stored = weights_of(tiled_unet.load_model(tmp_path / folder / f"{name}.safetensors"))
+        for key, value in weights_of(kept).items():
+            torch.testing.assert_close(value, stored[key], rtol=0, atol=0)
+    assert last.model_config.training["config"]["keep"] == "last"
+    # a resumed run returns the best weights saved before the stop, not the last ones
+    other = small_model()
+    torch.manual_seed(1)
+    for parameter in other.parameters():
+        parameter.data.normal_()
+    save_model(other, tmp_path / "best" / "best.safetensors", overwrite=True)
+    resumed = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "best", resume=True, **options)
+    for key, value in weights_of(other).items():
+        torch.testing.assert_close(weights_of(resumed)[key], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="keep must be 'best' or 'last'"):
+        TrainConfig(keep="final")

@@ -28,6 +28,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    "(stored with the model; sigma uses it)")
     t.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better "
                    "validation AP (default: 10)")
+    t.add_argument("--keep", choices=("best", "last"), default="best", help="the weights to write: the epoch "
+                   "with the best validation AP@0.5 (default) or the last epoch (when few validation images make "
+                   "that choice noisy)")
     t.add_argument("--validation-fraction", type=float, default=0.2, help="share of images held out (default 0.2)")
     t.add_argument("--checkpoints", help="folder for checkpoints (best, last, optimiser state)")
     t.add_argument("--resume", action="store_true", help="resume from the checkpoint folder")
@@ -68,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          patch_shape=tuple(args.patch or ()), learning_rate=args.lr, w0=args.w0,
                          sigma=args.sigma, ignore_label=args.ignore_label, patience=args.patience,
                          validation_fraction=args.validation_fraction, device=args.device, seed=args.seed,
-                         workers=args.workers, worker_type=args.worker_type)
+                         workers=args.workers, worker_type=args.worker_type, keep=args.keep)
     gen = train_iter(images, labels, init=args.init, config=config, out=output, checkpoint_dir=args.checkpoints,
                      resume=args.resume, voxel_size=tuple(args.voxel_size or ()), name=args.name or output.stem,
                      overwrite=args.overwrite)
@@ -86,7 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         net = stop.value
     except KeyboardInterrupt:
         gen.close()
-        print(f"\ninterrupted: the best model so far is in {output}", file=sys.stderr)
+        kept = "the best model so far" if args.keep == "best" else "the last complete epoch's model"
+        print(f"\ninterrupted: {kept} is in {output}", file=sys.stderr)
         return 130
     summary = net.model_config.training
     print(f"wrote {output}: {summary['epochs_run']} epochs, best validation AP@0.5 "

@@ -28,6 +28,10 @@ from .targets import CLASS_NAMES, TWO_CLASS_NAMES, trainable
 from ._events import run_to_end
 
 
+#: which weights training returns: the epoch with the best validation AP, or the last completed epoch
+KEEP_CHOICES = ("best", "last")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Options of :func:`tiled_unet.train` (see the README for each one)."""
@@ -52,6 +56,7 @@ class TrainConfig:
     tune_instances: bool = True
     workers: int = 0
     worker_type: str = "threads"
+    keep: str = "best"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -62,6 +67,7 @@ class TrainConfig:
                f"workers must be an integer >= 0, got {self.workers!r}")
         _check(self.worker_type in WORKER_TYPES,
                f"worker_type must be 'threads' or 'processes', got {self.worker_type!r}")
+        _check(self.keep in KEEP_CHOICES, f"keep must be 'best' or 'last', got {self.keep!r}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
         _check(self.schedule in ("cosine", "constant"),
                f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
@@ -245,7 +251,12 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             from .checkpoints import load_checkpoint
 
             state, rng = load_checkpoint(ckpt, net, optimizer, device)
-    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    kept_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    best_state = kept_state
+    if ckpt is not None and resume:  # the best weights so far are in best.safetensors, not the last ones
+        from .weights import load_model
+
+        best_state = load_model(ckpt / "best.safetensors").state_dict()
     start = time.perf_counter()
     from .loss import weighted_cross_entropy
 
@@ -277,6 +288,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             if score > state["best_ap"]:
                 state["best_ap"], state["best_epoch"] = score, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            if cfg.keep == "last":
+                kept_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
             state["epoch"] = epoch
             state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ap": val_ap})
             if ckpt is not None:
@@ -291,7 +304,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         finished = True
     finally:
         patches.close()
-        net.load_state_dict(best_state)
+        net.load_state_dict(best_state if cfg.keep == "best" else kept_state)
         net.eval()
         tuned = None
         if cfg.tune_instances and val_pairs and finished:
