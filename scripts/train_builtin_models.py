@@ -7,7 +7,8 @@ from this script alone (``nuclei-2d`` was trained on a GPU, then tuned and score
 
     python scripts/train_builtin_models.py nuclei-2d --device cuda --train-only --out trained
     python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors
-    python scripts/train_builtin_models.py nuclei-3d
+    python scripts/train_builtin_models.py nuclei-3d --train-only --out trained
+    python scripts/train_builtin_models.py nuclei-3d --retune trained/nuclei-3d.safetensors
 
 Writes ``src/tiled_unet/models/<name>.safetensors`` (use ``--out`` elsewhere), after
 choosing the seed threshold of the instance step on held-out images and measuring
@@ -38,7 +39,7 @@ RECIPES = {
     "nuclei-2d": dict(ndim=2, shape=(256, 256), images=192, depth=3, base_channels=24, patch=(96, 96),
                       epochs=200, steps=50, batch=8, held_out=12, workers=3),
     "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=96, depth=2, base_channels=12, patch=(16, 40, 40),
-                      epochs=120, steps=60, batch=2, held_out=6, workers=1),
+                      epochs=120, steps=60, batch=2, held_out=6, workers=1, keep="last"),
 }
 #: recipe entries that may be absent (defaults: lr 1e-3, targets "boundary", boundary_width 2, keep "best")
 OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep")
