@@ -98,7 +98,7 @@ def train_model(args, recipe, train_images, train_labels):
             print(f"  epoch {event.epoch}/{event.epochs} loss {event.loss:.4f} val AP@0.5 {event.val_ap:.3f} "
                   f"(best {event.best_ap:.3f} at {event.best_epoch}) {event.seconds:.0f} s", flush=True)
 
-    # with --train-only the best weights so far are written even when the run is interrupted (Ctrl-C, SIGINT)
+    # with --train-only the weights kept so far (the recipe's keep) are written even when the run is interrupted
     out = args.out / f"{args.name}.safetensors" if args.train_only else None
     net = train(train_images, train_labels, init=init, config=config, name=args.name, out=out, overwrite=True,
                 checkpoint_dir=args.checkpoints, progress=progress)
