@@ -144,8 +144,8 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in recipe and key not in OPTIONAL_ENTRIES:
-            parser.error(f"--set {item}: unknown recipe entry {key!r}; known: {sorted(recipe)}, "
-                         f"{', '.join(OPTIONAL_ENTRIES)}")
+            known = sorted(set(recipe) | set(OPTIONAL_ENTRIES))
+            parser.error(f"--set {item}: unknown recipe entry {key!r}; known: {', '.join(known)}")
         try:
             recipe[key] = json.loads(value)
         except json.JSONDecodeError:
