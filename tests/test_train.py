@@ -200,6 +200,9 @@ def test_keep_best_or_last_epoch_and_resume_keeps_the_stored_best(pairs, tmp_pat
         for key, value in weights_of(kept).items():
             torch.testing.assert_close(value, stored[key], rtol=0, atol=0)
     assert last.model_config.training["config"]["keep"] == "last"
+    best_file, last_file = (weights_of(tiled_unet.load_model(tmp_path / "last" / f"{n}.safetensors")) for n in
+                            ("best", "last"))
+    assert any(not torch.equal(best_file[k], last_file[k]) for k in best_file)  # so the choice shows above
     # a resumed run returns the best weights saved before the stop, not the last ones
     other = small_model()
     torch.manual_seed(1)

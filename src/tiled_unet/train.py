@@ -175,6 +175,11 @@ def _mean_ap(probs: list[np.ndarray], pairs: list, config: InstanceConfig, class
                           for p, (_, labels) in zip(probs, pairs)]))
 
 
+def _weights_on_cpu(net: UNet) -> dict[str, torch.Tensor]:
+    """A CPU copy of the network's weights and buffers (a snapshot training does not change)."""
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
 def _validation_ap(net: UNet, pairs: list, device: torch.device) -> float | None:
     if not pairs:
         return None
@@ -251,7 +256,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             from .checkpoints import load_checkpoint
 
             state, rng = load_checkpoint(ckpt, net, optimizer, device)
-    kept_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    kept_state = _weights_on_cpu(net)
     best_state = kept_state
     if ckpt is not None and resume:  # the best weights so far are in best.safetensors, not the last ones
         from .weights import load_model
@@ -287,9 +292,9 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             score = val_ap if val_ap is not None else -float(np.mean(losses))
             if score > state["best_ap"]:
                 state["best_ap"], state["best_epoch"] = score, epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                best_state = _weights_on_cpu(net)
             if cfg.keep == "last":
-                kept_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                kept_state = _weights_on_cpu(net)
             state["epoch"] = epoch
             state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ap": val_ap})
             if ckpt is not None:
