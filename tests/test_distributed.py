@@ -33,6 +33,18 @@ def client():
         yield client
 
 
+@pytest.fixture
+def one_torch_thread():
+    """In-process inference on one thread, as in the workers (dask starts them with OMP_NUM_THREADS=1):
+    float sums over more threads may differ in the last bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """A 2-D zarr image (frames T x Y x X, so frames and blocks are both exercised)."""
@@ -43,7 +55,7 @@ def images(tmp_path_factory):
     return path
 
 
-def test_cluster_equals_in_process(client, images, tmp_path):
+def test_cluster_equals_in_process(client, images, tmp_path, one_torch_thread):
     local = segment_files([images], tmp_path / "local", M2, probabilities=True, **OPTIONS)
     remote = segment_files([images], tmp_path / "cluster", M2, probabilities=True, client=client, **OPTIONS)
     assert [r.status for r in local + remote] == ["done", "done"]
@@ -57,7 +69,7 @@ def test_cluster_equals_in_process(client, images, tmp_path):
     assert set(client.run(_model_cache_sizes).values()) == {1}
 
 
-def test_predict_distributed_and_batches(client, images, tmp_path):
+def test_predict_distributed_and_batches(client, images, tmp_path, one_torch_thread):
     from tiled_unet.distributed import predict_distributed
 
     options = {**OPTIONS, "batch_size": 2}
