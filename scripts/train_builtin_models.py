@@ -21,8 +21,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +51,13 @@ TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
 
 def images(recipe: dict, count: int, first_seed: int) -> tuple[list, list]:
-    data = [render_nuclei(recipe["shape"], rng=first_seed + i) for i in range(count)]
+    """``count`` images and labels rendered from the seeds ``first_seed + i`` (in parallel processes)."""
+    processes = min(count, os.cpu_count() or 1)
+    if processes <= 1:
+        data = [render_nuclei(recipe["shape"], rng=first_seed + i) for i in range(count)]
+    else:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            data = list(pool.map(partial(render_nuclei, tuple(recipe["shape"]), None), range(first_seed, first_seed + count)))
     return [d[0] for d in data], [d[1] for d in data]
 
 
@@ -100,8 +110,23 @@ def train_model(args, recipe, train_images, train_labels):
 
     # with --train-only the weights kept so far (the recipe's keep) are written even when the run is interrupted
     out = args.out / f"{args.name}.safetensors" if args.train_only else None
-    net = train(train_images, train_labels, init=init, config=config, name=args.name, out=out, overwrite=True,
-                checkpoint_dir=args.checkpoints, progress=progress)
+    try:
+        net = train(train_images, train_labels, init=init, config=config, name=args.name, out=out,
+                    overwrite=True, checkpoint_dir=args.checkpoints, resume=args.resume, progress=progress)
+    except KeyboardInterrupt:
+        if out is not None and out.is_file():  # the interrupted run's file says how it was made, too
+            save_model(with_provenance(load_model(out), args, recipe, interrupted=True), out, overwrite=True)
+            print(f"interrupted: wrote {out} (not scored)", flush=True)
+        raise
+    return net
+
+
+def with_provenance(net, args, recipe, interrupted=False):
+    """``net`` with the recipe, device and command line in its training summary."""
+    extra = dict(recipe=recipe, device=args.device, command=_command(args.argv))
+    if interrupted:
+        extra["interrupted"] = True
+    net.model_config = dataclasses.replace(net.model_config, training=dict(net.model_config.training, **extra))
     return net
 
 
@@ -134,8 +159,13 @@ def main(argv=None) -> int:
                         "nuclei-2d was trained on cuda, nuclei-3d on cpu (other devices give other weights)")
     parser.add_argument("--retune", type=Path, metavar="FILE", help="skip training: load this model file (made by "
                         "this script), tune its instance parameters again, score it and write it to --out")
+    parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoints are in "
+                        "--checkpoints DIR (give the same options as the run that wrote them)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
+    if args.resume and (args.checkpoints is None or args.retune):
+        parser.error("--resume needs --checkpoints DIR (the folder of the run to continue) and no --retune")
     recipe = dict(RECIPES[args.name])
     args.out.mkdir(parents=True, exist_ok=True)
     for key in ("epochs", "steps", "images", "workers"):
@@ -150,21 +180,20 @@ def main(argv=None) -> int:
             recipe[key] = json.loads(value)
         except json.JSONDecodeError:
             recipe[key] = value
-    start = time.perf_counter()
-    train_images, train_labels = images(recipe, recipe["images"], TRAIN_SEED)
-    tune_images, tune_labels = images(recipe, recipe["held_out"], TUNE_SEED)
-    test_images, test_labels = images(recipe, recipe["held_out"], TEST_SEED)
-    print(f"{args.name}: generated {recipe['images']} training and 2 x {recipe['held_out']} held-out images "
-          f"of {recipe['shape']} in {time.perf_counter() - start:.0f} s", flush=True)
-    if args.retune:
+    if args.retune:  # the model's own recipe (its training data) is what the summary reports
         net = load_model(args.retune)
         if net.model_config.name != args.name:
             parser.error(f"{args.retune} holds model {net.model_config.name!r}, not {args.name!r}")
-    else:
-        net = train_model(args, recipe, train_images, train_labels)
-        net.model_config = dataclasses.replace(
-            net.model_config, training=dict(net.model_config.training, recipe=recipe, device=args.device,
-                                            command=_command(argv)))
+        recipe = dict(recipe, **net.model_config.training.get("recipe", {}))
+    start = time.perf_counter()
+    train_count = 0 if args.retune else recipe["images"]
+    train_images, train_labels = images(recipe, train_count, TRAIN_SEED)
+    tune_images, tune_labels = images(recipe, recipe["held_out"], TUNE_SEED)
+    test_images, test_labels = images(recipe, recipe["held_out"], TEST_SEED)
+    print(f"{args.name}: generated {train_count} training and 2 x {recipe['held_out']} held-out images "
+          f"of {recipe['shape']} in {time.perf_counter() - start:.0f} s", flush=True)
+    if not args.retune:
+        net = with_provenance(train_model(args, recipe, train_images, train_labels), args, recipe)
         if args.train_only:
             path = save_model(net, args.out / f"{args.name}.safetensors", overwrite=True)
             print(f"wrote {path} (not scored) in {time.perf_counter() - start:.0f} s")

@@ -7,6 +7,7 @@ network's valid input shape; the targets and weights are cropped to its output.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ class _PatchSampler:
 
 
 _PROCESS_SAMPLER: _PatchSampler | None = None
+_NOTHING = np.zeros(0, np.uint8)
 
 
 def _start_process(sampler: _PatchSampler) -> None:
@@ -174,9 +176,12 @@ class PatchStream:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            # spawn, not fork: the caller may hold CUDA, threads and locks (napari, torch)
+            # spawn, not fork: the caller may hold CUDA, threads and locks (napari, torch); each process
+            # receives only what patches are cut from (not the labels and raw images kept for validation)
+            slim = [dataclasses.replace(e, labels=_NOTHING, raw=_NOTHING) for e in self._sample.examples]
             self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_process, initargs=(self._sample,))
+                                             initializer=_start_process,
+                                             initargs=(dataclasses.replace(self._sample, examples=slim),))
             self._task = _sample_in_process
 
     def epoch(self, steps: int, batch_size: int):
