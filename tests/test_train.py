@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -77,6 +79,27 @@ def test_patch_workers_give_the_same_weights_for_any_number_and_type_of_workers(
         torch.testing.assert_close(value, weights_of(processes)[key], rtol=0, atol=0)
     inline = train(*pairs, init=small_model(), **FAST)  # workers=0 draws other patches
     assert any(not torch.equal(value, weights_of(inline)[key]) for key, value in weights_of(one).items())
+
+
+def test_worker_processes_share_the_data_as_files_removed_on_close(pairs):
+    from tiled_unet.augment import AugmentConfig
+    from tiled_unet.datasets import PatchStream, prepare
+
+    net = small_model()
+    examples = [prepare(image[None], labels, net.model_config, w0=10, sigma=5, boundary_width=2, ignore_label=None,
+                        spacing=None, rng=np.random.default_rng(0)) for image, labels in zip(*pairs)]
+    batches = {}
+    for kind in ("threads", "processes"):
+        stream = PatchStream(examples, (44, 44), (4, 4), 0.7, AugmentConfig(), np.random.default_rng(1), 2, kind)
+        batches[kind] = list(stream.epoch(2, 2))
+        if kind == "processes":
+            folder = Path(stream._shared.name)
+            assert len(list(folder.glob("*.npy"))) == 4 * len(examples)
+        stream.close()
+    assert not folder.exists()
+    for a, b in zip(sum(batches["threads"], []), sum(batches["processes"], [])):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_patch_stream_batches_and_errors(pairs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -134,11 +135,28 @@ class _PatchSampler:
 
 _PROCESS_SAMPLER: _PatchSampler | None = None
 _NOTHING = np.zeros(0, np.uint8)
+#: the arrays that patches are cut from (labels and raw images stay with the caller, for validation)
+_SHARED_FIELDS = ("image", "targets", "weights", "foreground")
 
 
-def _start_process(sampler: _PatchSampler) -> None:
+def _share_examples(examples: Sequence[Example], folder: str) -> list[dict[str, str]]:
+    """Write the arrays patches are cut from to ``.npy`` files in ``folder``, for memory-mapping."""
+    files = []
+    for k, example in enumerate(examples):
+        paths = {}
+        for name in _SHARED_FIELDS:
+            paths[name] = os.path.join(folder, f"{k}-{name}.npy")
+            np.save(paths[name], getattr(example, name))
+        files.append(paths)
+    return files
+
+
+def _start_process(files: list[dict[str, str]], sampler: _PatchSampler) -> None:
+    """Worker start: the examples memory-mapped read-only from the shared files (one copy in the page cache)."""
     global _PROCESS_SAMPLER
-    _PROCESS_SAMPLER = sampler
+    examples = [Example(**{name: np.load(path, mmap_mode="r") for name, path in paths.items()},
+                        labels=_NOTHING, raw=_NOTHING) for paths in files]
+    _PROCESS_SAMPLER = dataclasses.replace(sampler, examples=examples)
 
 
 def _sample_in_process(index: int, seed: int):
@@ -156,7 +174,8 @@ class PatchStream:
     are the same for any number and type of workers (but not those of ``workers=0``), and ``rng``
     ends each epoch in the same state (checkpoints resume exactly). ``worker_type``: ``"threads"``
     (no start-up cost; scipy's interpolation runs in parallel, the rest holds the GIL) or
-    ``"processes"`` (spawned; each receives a copy of the training data once and has its own GIL).
+    ``"processes"`` (spawned, each with its own GIL; they memory-map the training data from ``.npy``
+    files in a temporary folder, removed by :meth:`close`).
     """
 
     def __init__(self, examples: Sequence[Example], input_shape: tuple[int, ...], output_shape: tuple[int, ...],
@@ -164,7 +183,7 @@ class PatchStream:
                  worker_type: str = "threads"):
         if worker_type not in WORKER_TYPES:
             raise ValueError(f"worker_type must be 'threads' or 'processes', got {worker_type!r}")
-        self._rng, self._workers, self._pool = rng, workers, None
+        self._rng, self._workers, self._pool, self._shared = rng, workers, None, None
         self._sample = _PatchSampler(list(examples), tuple(input_shape), tuple(output_shape), foreground_fraction,
                                      augment_config)
         self._task = self._sample
@@ -176,12 +195,13 @@ class PatchStream:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            # spawn, not fork: the caller may hold CUDA, threads and locks (napari, torch); each process
-            # receives only what patches are cut from (not the labels and raw images kept for validation)
-            slim = [dataclasses.replace(e, labels=_NOTHING, raw=_NOTHING) for e in self._sample.examples]
+            # the data go to the processes as files they memory-map, not as a pickled copy for each
+            self._shared = tempfile.TemporaryDirectory(prefix="tiled-unet-patches-")
+            files = _share_examples(self._sample.examples, self._shared.name)
+            # spawn, not fork: the caller may hold CUDA, threads and locks (napari, torch)
             self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_process,
-                                             initargs=(dataclasses.replace(self._sample, examples=slim),))
+                                             initargs=(files, dataclasses.replace(self._sample, examples=[])))
             self._task = _sample_in_process
 
     def epoch(self, steps: int, batch_size: int):
@@ -212,8 +232,11 @@ class PatchStream:
                 future.cancel()
 
     def close(self) -> None:
+        """Stop the workers and remove the shared data files (if any)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._shared is not None:
+            self._shared.cleanup()
 
 
 def split_validation(pairs: list[tuple[np.ndarray, np.ndarray]], fraction: float
