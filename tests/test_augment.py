@@ -307,3 +307,23 @@ def test_3d_patch_speed():
     image = generator.random((1, 96, 132, 132), dtype=np.float32)
     seconds = _median_seconds(lambda: augment(image, config=AugmentConfig(), rng=generator))
     assert seconds < 1.0, seconds
+
+
+@pytest.mark.parametrize("spatial", [(40, 36), (12, 30, 30)])
+@pytest.mark.parametrize("config", [AugmentConfig(), AugmentConfig(elastic=False, rotation=0.0, scale=(1.0, 1.0))],
+                         ids=["elastic", "flips-and-turns"])
+def test_companion_region_equals_that_crop_of_the_whole(spatial, config):
+    rng = np.random.default_rng(3)
+    image = rng.random((1, *spatial), dtype=np.float32)
+    labels = rng.integers(0, 2**40, size=spatial, dtype=np.int64)
+    weights = rng.random(spatial)
+    region = tuple(slice(n // 4, n // 4 + n // 2) for n in spatial)
+    for seed in range(6):
+        whole = augment(image, labels=(labels,), floats=(weights,), config=config, rng=np.random.default_rng(seed))
+        part = augment(image, labels=(labels,), floats=(weights,), config=config, rng=np.random.default_rng(seed),
+                       companion_region=region)
+        np.testing.assert_array_equal(part[0], whole[0])
+        np.testing.assert_array_equal(part[1][0], whole[1][0][region])
+        np.testing.assert_array_equal(part[2][0], whole[2][0][region])
+    with pytest.raises(ValueError, match="companion_region must be"):
+        augment(image, labels=(labels,), config=config, rng=rng, companion_region=(slice(0, 4),))

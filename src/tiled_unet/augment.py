@@ -218,17 +218,24 @@ class _Resampler:
         self.input_shape = input_shape
         self.nearest: np.ndarray | None = None
 
-    def __call__(self, array: np.ndarray, order: int, dtype: np.dtype) -> np.ndarray:
+    def __call__(self, array: np.ndarray, order: int, dtype: np.dtype,
+                 region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """The array resampled on the output grid, or only on its ``region`` (slices of the output)."""
         if self.indices is not None:
-            picked = array[np.ix_(*self.indices)]
+            indices = self.indices
+            if region is not None:  # indices[a] runs along output axis source[a]
+                indices = [index[region[b]] for index, b in zip(indices, self.source)]
+            picked = array[np.ix_(*indices)]
             return picked.transpose(np.argsort(self.source)).astype(dtype, copy=False)
+        coords = self.coords if region is None else self.coords[(slice(None), *region)]
         if order == 0:  # by indexing: exact for every dtype (64-bit labels do not pass through float)
             if self.nearest is None:
                 rounded = [_mirror(np.rint(c).astype(np.intp), n) for c, n in zip(self.coords, self.input_shape)]
                 self.nearest = np.ravel_multi_index(rounded, self.input_shape)
-            return np.ravel(array)[self.nearest].astype(dtype, copy=False)
-        output = np.empty(self.output_shape, dtype)
-        ndi.map_coordinates(array, self.coords, output=output, order=order, mode="mirror", prefilter=False)
+            nearest = self.nearest if region is None else self.nearest[region]
+            return np.ravel(array)[nearest].astype(dtype, copy=False)
+        output = np.empty(coords.shape[1:], dtype)
+        ndi.map_coordinates(array, coords, output=output, order=order, mode="mirror", prefilter=False)
         return output
 
 
@@ -268,9 +275,9 @@ def _companions(arrays: Any, name: str, spatial: tuple[int, ...], integer: bool)
 
 
 def augment(image: np.ndarray, *, labels: Sequence[np.ndarray] = (), floats: Sequence[np.ndarray] = (),
-            config: AugmentConfig, rng: np.random.Generator,
-            output_shape: Sequence[int] | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...],
-                                                                tuple[np.ndarray, ...]]:
+            config: AugmentConfig, rng: np.random.Generator, output_shape: Sequence[int] | None = None,
+            companion_region: Sequence[slice] | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...],
+                                                                      tuple[np.ndarray, ...]]:
     """Augment ``image`` (C, *S) and its companions with one random transform.
 
     ``labels``: integer arrays of shape S (instance labels, targets with 255 = ignore),
@@ -278,6 +285,8 @@ def augment(image: np.ndarray, *, labels: Sequence[np.ndarray] = (), floats: Seq
     maps), resampled linearly like the image. ``output_shape`` (default S): the size
     of a patch cut from the middle of the transformed input, computed directly from
     the coordinate map (give a larger input for context and no mirrored borders appear).
+    ``companion_region`` (slices of the output, e.g. the network's output inside its
+    input): labels and floats are computed only there, equal to that crop of the whole.
     Returns ``(image float32, labels, floats)`` with dtypes of the inputs kept
     (floats become float32 unless float64). The same ``rng`` state gives the same result.
     """
@@ -314,15 +323,24 @@ def augment(image: np.ndarray, *, labels: Sequence[np.ndarray] = (), floats: Seq
         axes = _moved_axes(len(spatial), config.across_z)
         displacement = elastic_displacement(output_shape, config.elastic_grid, config.elastic_std, rng, axes)
     resample = _Resampler(spatial, output_shape, matrix, displacement)
+    region = None
+    if companion_region is not None:
+        region = tuple(companion_region)
+        ok = len(region) == len(output_shape) and all(
+            isinstance(r, slice) and r.step in (None, 1) and 0 <= (r.start or 0) < (r.stop or n) <= n
+            for r, n in zip(region, output_shape))
+        if not ok:
+            raise ValueError(f"companion_region must be {len(output_shape)} non-empty slices (step 1) within the "
+                             f"output shape {output_shape}, got {companion_region!r}")
 
     image = image.astype(np.float32, copy=False)
     image_out = np.stack([resample(channel, 1, np.dtype(np.float32)) for channel in image])
     image_out = _intensity(image_out, config, rng)
     labels_out = []
     for array in label_arrays:
-        labels_out.append(resample(array, 0, array.dtype))
+        labels_out.append(resample(array, 0, array.dtype, region))
     floats_out = []
     for array in float_arrays:
         dtype = np.dtype(np.float64) if array.dtype == np.float64 else np.dtype(np.float32)
-        floats_out.append(resample(array.astype(dtype, copy=False), 1, dtype))
+        floats_out.append(resample(array.astype(dtype, copy=False), 1, dtype, region))
     return image_out, tuple(labels_out), tuple(floats_out)

@@ -107,14 +107,16 @@ def sample_patch(example: Example, input_shape: tuple[int, ...], output_shape: t
     image = _region(example.image, start, input_shape)
     targets = _region(example.targets, start, input_shape)
     weights = _region(example.weights, start, input_shape)
-    if augment_config is not None:
+    crop = tuple(slice((i - o) // 2, (i - o) // 2 + o) for i, o in zip(input_shape, output_shape))
+    if augment_config is not None:  # targets and weights are needed (and resampled) only on the output
         from .augment import augment
 
         image, (targets,), (weights,) = augment(image, labels=(targets,), floats=(weights,),
-                                                config=augment_config, rng=rng)
-    crop = tuple(slice((i - o) // 2, (i - o) // 2 + o) for i, o in zip(input_shape, output_shape))
-    return (np.ascontiguousarray(image, np.float32), np.ascontiguousarray(targets[crop]),
-            np.ascontiguousarray(weights[crop], np.float32))
+                                                config=augment_config, rng=rng, companion_region=crop)
+    else:
+        targets, weights = targets[crop], weights[crop]
+    return (np.ascontiguousarray(image, np.float32), np.ascontiguousarray(targets),
+            np.ascontiguousarray(weights, np.float32))
 
 
 @dataclass(frozen=True)
