@@ -2,10 +2,10 @@
 
     python benchmarks/bench_patches.py [--workers N] [--patches 200]
 
-Uses the built-in recipes' networks and patch shapes (2D: 188x188 input, 3D: 56x80x80 input) on
+Uses the built-in recipes' networks and patch shapes (2D: 188x188 input, 3D: 64x88x88 input) on
 synthetic training images, with the default augmentation (elastic deformation included), and
-measures the three ways side by side in one run. The time to start worker processes (each gets a
-copy of the data) is reported apart.
+measures the three ways side by side in one run. The time to start worker processes (they
+memory-map the data from files written at the start) is reported apart.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tiled_unet.synthetic import render_nuclei
 from tiled_unet.train import new_model
 
 CASES = {"2D": dict(ndim=2, shape=(256, 256), depth=3, base=24, patch=(96, 96)),
-         "3D": dict(ndim=3, shape=(32, 128, 128), depth=2, base=12, patch=(16, 40, 40))}
+         "3D": dict(ndim=3, shape=(32, 128, 128), depth=2, base=32, patch=(24, 48, 48))}
 
 
 def rate(examples, shapes, workers: int, worker_type: str, patches: int) -> tuple[float, float]:
