@@ -66,3 +66,25 @@ def test_training_script_resumes_a_run_and_retunes_with_the_models_own_recipe(tm
                         "--out", str(tmp_path / "tuned")]) == 0
     tuned = load_model(tmp_path / "tuned" / "nuclei-2d.safetensors").model_config.training
     assert tuned["data"].startswith("3 synthetic images") and tuned["test"]["cells"] > 0
+
+
+def test_training_script_interrupted_writes_the_kept_weights_with_their_recipe_and_command(tmp_path, monkeypatch):
+    script = training_script()
+    real_train = script.train
+
+    def interrupted_after_first_epoch(*args, progress, **kwargs):
+        def stop(event):
+            progress(event)
+            if event.kind == "epoch":
+                raise KeyboardInterrupt
+
+        return real_train(*args, progress=stop, **kwargs)
+
+    monkeypatch.setattr(script, "train", interrupted_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        script.main(["nuclei-2d", "--images", "3", "--steps", "1", "--epochs", "3", "--set", "depth=1",
+                     "base_channels=4", "batch=1", "patch=[16,16]", "held_out=1", "--train-only",
+                     "--out", str(tmp_path)])
+    training = load_model(tmp_path / "nuclei-2d.safetensors").model_config.training
+    assert training["interrupted"] is True and training["epochs_run"] == 1
+    assert training["recipe"]["epochs"] == 3 and "--epochs 3" in training["command"]

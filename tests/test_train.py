@@ -237,3 +237,26 @@ def test_keep_best_or_last_epoch_and_resume_keeps_the_stored_best(pairs, tmp_pat
         torch.testing.assert_close(weights_of(resumed)[key], value, rtol=0, atol=0)
     with pytest.raises(ValueError, match="keep must be 'best' or 'last'"):
         TrainConfig(keep="final")
+
+
+def test_an_exception_in_progress_closes_the_generator_first():
+    from tiled_unet._events import run_to_end
+
+    order = []
+
+    def events():
+        try:
+            yield 1
+            yield 2
+        finally:
+            order.append("closed")
+
+    def progress(event):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            run_to_end(events(), progress)
+        finally:
+            order.append("raised")
+    assert order == ["closed", "raised"]
