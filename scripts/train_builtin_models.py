@@ -60,7 +60,8 @@ def images(recipe: dict, count: int, first_seed: int) -> tuple[list, list]:
         data = [render_nuclei(recipe["shape"], rng=first_seed + i) for i in range(count)]
     else:
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            data = list(pool.map(partial(render_nuclei, tuple(recipe["shape"]), None), range(first_seed, first_seed + count)))
+            render = partial(render_nuclei, tuple(recipe["shape"]), None)  # (shape, config, rng=seed)
+            data = list(pool.map(render, range(first_seed, first_seed + count)))
     return [d[0] for d in data], [d[1] for d in data]
 
 
@@ -207,6 +208,7 @@ def main(argv=None) -> int:
     sample_image, sample_labels = sample(args.name)
     on_sample = score(net, [sample_image], [sample_labels], instances, args.device)
     summary = dict(net.model_config.training, tuned_ap50=tuned_ap, test=test, sample=on_sample,
+                   held_out_images=recipe["held_out"],
                    data=f"{recipe['images']} synthetic images of {recipe['shape']} "
                         f"(tiled_unet.synthetic.render_nuclei, seeds {TRAIN_SEED}+)")
     summary.setdefault("command", f"python scripts/train_builtin_models.py {args.name}")
