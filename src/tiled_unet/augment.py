@@ -257,6 +257,14 @@ def _intensity(image: np.ndarray, config: AugmentConfig, rng: np.random.Generato
     return image
 
 
+def _nonempty_within(region: Any, size: int) -> bool:
+    """Whether ``region`` is a slice with step 1 that selects at least one of ``size`` positions."""
+    if not isinstance(region, slice) or region.step not in (None, 1):
+        return False
+    stop = size if region.stop is None else region.stop
+    return 0 <= (region.start or 0) < stop <= size
+
+
 def _companions(arrays: Any, name: str, spatial: tuple[int, ...], integer: bool) -> list[np.ndarray]:
     if isinstance(arrays, np.ndarray) or not isinstance(arrays, (tuple, list)):
         raise TypeError(f"{name} must be a tuple of arrays (wrap a single array as ({name[:-1]},)), "
@@ -326,10 +334,7 @@ def augment(image: np.ndarray, *, labels: Sequence[np.ndarray] = (), floats: Seq
     region = None
     if companion_region is not None:
         region = tuple(companion_region)
-        ok = len(region) == len(output_shape) and all(
-            isinstance(r, slice) and r.step in (None, 1) and 0 <= (r.start or 0) < (r.stop or n) <= n
-            for r, n in zip(region, output_shape))
-        if not ok:
+        if len(region) != len(output_shape) or not all(map(_nonempty_within, region, output_shape)):
             raise ValueError(f"companion_region must be {len(output_shape)} non-empty slices (step 1) within the "
                              f"output shape {output_shape}, got {companion_region!r}")
 

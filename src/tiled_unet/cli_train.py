@@ -38,7 +38,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--workers", type=int, default=0, help="threads that sample and augment patches ahead of the "
                    "training step (default: 0, in the loop); use several to keep a GPU busy")
     t.add_argument("--worker-type", choices=("threads", "processes"), default="threads",
-                   help="threads (default) or processes (own GIL each; they memory-map the data from a temporary folder)")
+                   help="threads (default) or processes (each with its own GIL; they memory-map the data "
+                   "from a temporary folder)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--name", help="model name stored in the file (default: the output file's stem)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
