@@ -48,8 +48,9 @@ RECIPES = {
     "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=160, depth=2, base_channels=32, patch=(24, 48, 48),
                       epochs=16, steps=140, batch=8, held_out=12, workers=1, keep="last"),
 }
-#: recipe entries that may be absent (defaults: lr 1e-3, targets "boundary", boundary_width 2, keep "best")
-OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep")
+#: recipe entries that may be absent (defaults: lr 1e-3, targets "boundary", boundary_width 2, keep "best",
+#: augment_on "cpu"; with augment_on "device" the recipe's workers are not used)
+OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep", "augment_on")
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
 
@@ -100,9 +101,11 @@ def train_model(args, recipe, train_images, train_labels):
     torch.manual_seed(args.seed)
     init = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name,
                      targets=recipe.get("targets", "boundary"))
+    augment_on = recipe.get("augment_on", "cpu")
+    workers = 0 if augment_on == "device" and args.workers is None else recipe.get("workers", 0)
     config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
                          patch_shape=tuple(recipe["patch"]), validation_fraction=0.1, patience=recipe["epochs"],
-                         seed=args.seed, device=args.device, workers=recipe.get("workers", 0),
+                         seed=args.seed, device=args.device, workers=workers, augment_on=augment_on,
                          worker_type=args.worker_type,
                          learning_rate=recipe.get("lr", 1e-3), boundary_width=recipe.get("boundary_width", 2),
                          keep=recipe.get("keep", "best"))

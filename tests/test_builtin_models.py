@@ -45,11 +45,11 @@ def test_stored_held_out_figures_are_reproduced(name):
 
 
 def test_training_script_resumes_a_run_and_retunes_with_the_models_own_recipe(tmp_path, capsys):
-    """--resume continues from --checkpoints to the recipe's last epoch; --retune reports the data the model
-    was trained on (its stored recipe), not the script's defaults."""
+    """--resume continues from --checkpoints to the recipe's last epoch (patches made on the device, here the
+    CPU); --retune reports the data the model was trained on (its stored recipe), not the script's defaults."""
     script = training_script()
     tiny = ["nuclei-2d", "--images", "3", "--steps", "1", "--set", "depth=1", "base_channels=4", "batch=1",
-            "patch=[16,16]", "held_out=1", "--train-only", "--checkpoints", str(tmp_path / "ck"),
+            "patch=[16,16]", "held_out=1", "augment_on=device", "--train-only", "--checkpoints", str(tmp_path / "ck"),
             "--out", str(tmp_path)]
     assert script.main([*tiny, "--epochs", "1"]) == 0
     first = load_model(tmp_path / "nuclei-2d.safetensors").model_config.training
@@ -59,6 +59,7 @@ def test_training_script_resumes_a_run_and_retunes_with_the_models_own_recipe(tm
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == first["history"][0]
     assert "--resume" in resumed["command"] and resumed["recipe"]["images"] == 3
+    assert resumed["config"]["augment_on"] == "device" and resumed["config"]["workers"] == 0  # not the recipe's 3
     with pytest.raises(SystemExit):
         script.main(["nuclei-2d", "--resume", "--out", str(tmp_path)])
     assert "--resume needs --checkpoints" in capsys.readouterr().err

@@ -123,14 +123,14 @@ def test_patch_stream_batches_and_errors(pairs):
         TrainConfig(worker_type="fork")
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_equals_uninterrupted_run(pairs, tmp_path, workers):
+@pytest.mark.parametrize("workers, augment_on", [(0, "cpu"), (2, "cpu"), (0, "device")])
+def test_resume_equals_uninterrupted_run(pairs, tmp_path, workers, augment_on):
     full = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "full", validation_fraction=0.0,
-                 patience=10, workers=workers, **FAST)
-    options = {**FAST, "epochs": 1, "workers": workers}
+                 patience=10, workers=workers, augment_on=augment_on, **FAST)
+    options = {**FAST, "epochs": 1, "workers": workers, "augment_on": augment_on}
     train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "part", validation_fraction=0.0, **options)
     resumed = train(*pairs, init=small_model(), checkpoint_dir=tmp_path / "part", resume=True,
-                    validation_fraction=0.0, workers=workers, **FAST)
+                    validation_fraction=0.0, workers=workers, augment_on=augment_on, **FAST)
     last_full = tiled_unet.load_model(tmp_path / "full" / "last.safetensors")
     last_resumed = tiled_unet.load_model(tmp_path / "part" / "last.safetensors")
     for key, value in weights_of(last_full).items():
@@ -191,10 +191,11 @@ def test_cli_train_writes_a_model(pairs, tmp_path, capsys):
     out = tmp_path / "mine.safetensors"
     code = main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(out),
                  "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--patch", "32", "32",
-                 "--device", "cpu", "--keep", "last"])
+                 "--device", "cpu", "--keep", "last", "--augment-on", "device"])
     assert code == 0 and out.is_file()
     written = tiled_unet.load_model(out).model_config
     assert written.name == "mine" and written.training["config"]["keep"] == "last"
+    assert written.training["config"]["augment_on"] == "device"
     assert main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o",
                  str(out)]) == 2
     assert "exists" in capsys.readouterr().err

@@ -14,6 +14,7 @@ component; ``across_z=True`` lifts this for isotropic volumes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import operator
@@ -144,14 +145,17 @@ def draw_matrix(output_shape: tuple[int, ...], config: AugmentConfig, rng: np.ra
     return matrix
 
 
-def _spline_matrix(points: int, size: int) -> np.ndarray:
-    """(size, points) cubic-spline interpolation from ``points`` grid nodes spread over ``size`` pixels."""
+@functools.lru_cache(maxsize=64)
+def spline_matrix(points: int, size: int) -> np.ndarray:
+    """(size, points) cubic-spline interpolation from ``points`` grid nodes spread over ``size`` pixels
+    (read-only, cached)."""
     positions = [np.linspace(0.0, points - 1.0, size)]
     matrix = np.empty((size, points))
     for node in range(points):
         unit = np.zeros(points)
         unit[node] = 1.0
         matrix[:, node] = ndi.map_coordinates(unit, positions, order=3, mode="mirror")
+    matrix.flags.writeable = False
     return matrix
 
 
@@ -164,12 +168,28 @@ def elastic_displacement(shape: tuple[int, ...], grid_points: int, std: float, r
     the nodes (between nodes its spread is smaller: about 0.8 * std over the patch).
     Components of axes not in ``axes`` (default: all) are 0.
     """
-    ndim = len(shape)
+    return interpolate_nodes(elastic_nodes(len(shape), grid_points, std, rng, axes), shape)
+
+
+def elastic_nodes(ndim: int, grid_points: int, std: float, rng: np.random.Generator,
+                  axes: Sequence[int] | None = None) -> np.ndarray:
+    """Displacements ``(ndim, grid_points, ..., grid_points)`` drawn from N(0, std^2) for ``axes``, else 0."""
     axes = tuple(range(ndim)) if axes is None else tuple(axes)
-    transposed = [np.ascontiguousarray(_spline_matrix(grid_points, size).T) for size in shape]
-    field = np.zeros((ndim, *shape))
+    nodes = np.zeros((ndim,) + (grid_points,) * ndim)
     for axis in axes:
-        dense = rng.normal(0.0, std, size=(grid_points,) * ndim)
+        nodes[axis] = rng.normal(0.0, std, size=(grid_points,) * ndim)
+    return nodes
+
+
+def interpolate_nodes(nodes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The field ``(ndim, *shape)`` interpolated by cubic splines from :func:`elastic_nodes`."""
+    ndim, grid_points = len(shape), nodes.shape[1]
+    transposed = [np.ascontiguousarray(spline_matrix(grid_points, size).T) for size in shape]
+    field = np.zeros((ndim, *shape))
+    for axis in range(ndim):
+        if not nodes[axis].any():
+            continue
+        dense = nodes[axis]
         for matrix in reversed(transposed):  # separable: interpolate the last axis, move it to the front
             dense = np.moveaxis(np.ascontiguousarray(dense) @ matrix, -1, 0)
         field[axis] = dense

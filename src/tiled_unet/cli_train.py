@@ -40,6 +40,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--worker-type", choices=("threads", "processes"), default="threads",
                    help="threads (default) or processes (each with its own GIL; they memory-map the data "
                    "from a temporary folder)")
+    t.add_argument("--augment-on", choices=("cpu", "device"), default="cpu", help="where patches are cut and "
+                   "augmented: cpu (default; --workers run in parallel) or device (the training device, e.g. the "
+                   "GPU: the training data are copied there once; no --workers)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--name", help="model name stored in the file (default: the output file's stem)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -72,7 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          patch_shape=tuple(args.patch or ()), learning_rate=args.lr, w0=args.w0,
                          sigma=args.sigma, ignore_label=args.ignore_label, patience=args.patience,
                          validation_fraction=args.validation_fraction, device=args.device, seed=args.seed,
-                         workers=args.workers, worker_type=args.worker_type, keep=args.keep)
+                         workers=args.workers, worker_type=args.worker_type, keep=args.keep,
+                         augment_on=args.augment_on)
     gen = train_iter(images, labels, init=args.init, config=config, out=output, checkpoint_dir=args.checkpoints,
                      resume=args.resume, voxel_size=tuple(args.voxel_size or ()), name=args.name or output.stem,
                      overwrite=args.overwrite)

@@ -30,6 +30,8 @@ from ._events import run_to_end
 
 #: which weights training returns: the epoch with the best validation AP, or the last completed epoch
 KEEP_CHOICES = ("best", "last")
+#: where training patches are cut, resampled and augmented: CPU (numpy/scipy, in workers) or the training device
+AUGMENT_PLACES = ("cpu", "device")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class TrainConfig:
     workers: int = 0
     worker_type: str = "threads"
     keep: str = "best"
+    augment_on: str = "cpu"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -68,6 +71,10 @@ class TrainConfig:
         _check(self.worker_type in WORKER_TYPES,
                f"worker_type must be 'threads' or 'processes', got {self.worker_type!r}")
         _check(self.keep in KEEP_CHOICES, f"keep must be 'best' or 'last', got {self.keep!r}")
+        _check(self.augment_on in AUGMENT_PLACES, f"augment_on must be 'cpu' or 'device', got {self.augment_on!r}")
+        _check(self.augment_on == "cpu" or self.workers == 0,
+               f"workers={self.workers} sample patches on the CPU, but augment_on='device' makes them on the "
+               f"training device: set workers=0 (or augment_on='cpu')")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate!r}")
         _check(self.schedule in ("cosine", "constant"),
                f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
@@ -265,8 +272,14 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     start = time.perf_counter()
     from .loss import weighted_cross_entropy
 
-    patches = PatchStream(examples, input_shape, output_shape, cfg.foreground_fraction, cfg.augment, rng,
-                          cfg.workers, cfg.worker_type)
+    if cfg.augment_on == "device":
+        from .augment_device import DevicePatches
+
+        patches = DevicePatches(examples, input_shape, output_shape, cfg.foreground_fraction, cfg.augment, rng,
+                                device)
+    else:
+        patches = PatchStream(examples, input_shape, output_shape, cfg.foreground_fraction, cfg.augment, rng,
+                              cfg.workers, cfg.worker_type)
     finished = False  # not when cancelled or failed: then the best weights are kept as they are
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -275,9 +288,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             net.train()
             losses = []
             for step, batch in enumerate(patches.epoch(cfg.steps_per_epoch, cfg.batch_size), 1):
-                x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
-                t = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64)).to(device)
-                w = torch.from_numpy(np.stack([b[2] for b in batch])).to(device)
+                x, t, w = _batch_tensors(batch, device)
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     logits = net(x)
                 loss = weighted_cross_entropy(logits.float(), t, w)
@@ -329,6 +340,16 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
 
             save_model(net, out, overwrite=True)
     return net
+
+
+def _batch_tensors(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, targets, weights)`` on ``device`` from a list of numpy patches (or tensors made there)."""
+    if isinstance(batch, tuple):
+        return batch
+    x = torch.from_numpy(np.stack([b[0] for b in batch])).to(device)
+    t = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64)).to(device)
+    w = torch.from_numpy(np.stack([b[2] for b in batch])).to(device)
+    return x, t, w
 
 
 def train(images: Sequence[Any], labels: Sequence[Any], *, progress: Callable[[TrainProgress], None] | None = None,

@@ -46,6 +46,20 @@ def test_short_training_writes_a_model_the_segment_widget_offers(viewer, crop2d,
     assert tiled_unet.load_model(path).model_config.training["config"]["workers"] == 2
 
 
+def test_patches_made_on_the_device(viewer, crop2d, tmp_path, wait_for_worker):
+    widget = _widget(viewer, crop2d, tmp_path, epochs=1)
+    widget._workers.value = 2
+    widget._augment_on.value = "device"
+    assert widget._workers.value == 0 and not widget._workers.enabled
+    widget.run()
+    wait_for_worker(widget, timeout=120_000)
+    assert widget._status.value.startswith("done"), widget._status.value
+    config = tiled_unet.load_model(tmp_path / "mine.safetensors").model_config.training["config"]
+    assert config["augment_on"] == "device" and config["workers"] == 0
+    widget._augment_on.value = "cpu"
+    assert widget._workers.enabled
+
+
 def test_cancel_keeps_the_best_model_so_far(viewer, crop2d, tmp_path, wait_for_worker, qtbot):
     widget = _widget(viewer, crop2d, tmp_path, epochs=50)
     widget.run()

@@ -98,6 +98,9 @@ class TrainWidget(Container):
         self._workers = SpinBox(label="patch workers", min=0, max=max(os.cpu_count() or 1, 1), value=0,
                                 tooltip="threads that prepare patches ahead of the training step; several keep "
                                         "a GPU busy (0 = in the training loop)")
+        self._augment_on = ComboBox(label="patches made on", choices=["cpu", "device"], value="cpu",
+                                    tooltip="cpu: in the loop or the patch workers; device: on the training "
+                                            "device (e.g. the GPU), with the training data copied there once")
         self._name = LineEdit(label="model name", value="custom")
         self._out = FileEdit(label="model file", mode="w", filter="*.safetensors")
         self._overwrite = CheckBox(text="overwrite an existing model file", value=False)
@@ -111,12 +114,13 @@ class TrainWidget(Container):
             w.native.setWordWrap(True)
         self.extend([self._pairs, self._add_pair, self._remove_pair, self._ignore, self._background, self._init,
                      self._epochs, self._steps, self._batch, self._patch, self._lr, self._w0, self._sigma,
-                     self._val, self._device, self._workers, self._name, self._out, self._overwrite, self._preview,
+                     self._val, self._device, self._workers, self._augment_on, self._name, self._out, self._overwrite, self._preview,
                      self._run, self._cancel, self._progress, self._history, self._status])
         self.add_pair()
         self._add_pair.clicked.connect(self.add_pair)
         self._remove_pair.clicked.connect(self.remove_pair)
         self._ignore.changed.connect(lambda v: setattr(self._background, "visible", bool(v)))
+        self._augment_on.changed.connect(self._on_augment_place)
         self._preview.clicked.connect(self.preview_weights)
         self._run.clicked.connect(self.run)
         self._cancel.clicked.connect(self.cancel)
@@ -254,8 +258,15 @@ class TrainWidget(Container):
                          steps_per_epoch=int(self._steps.value), batch_size=int(self._batch.value),
                          patch_shape=patch, learning_rate=float(self._lr.value), w0=float(self._w0.value),
                          sigma=float(self._sigma.value), validation_fraction=float(self._val.value),
-                         device=self._device.value, ignore_label=ignore_label, workers=int(self._workers.value))
+                         device=self._device.value, ignore_label=ignore_label, workers=int(self._workers.value),
+                         augment_on=self._augment_on.value)
         return gen, out
+
+    def _on_augment_place(self, place: str) -> None:
+        """Patch workers only run with patches made on the CPU."""
+        if place == "device":
+            self._workers.value = 0
+        self._workers.enabled = place == "cpu"
 
     def cancel(self) -> None:
         """Stop after the current step; the best model so far is written to the model file."""
