@@ -16,6 +16,7 @@ scratch on 4 synthetic images of 256x256 (3 for training, 1 for validation) and 
 
     python benchmarks/bench_train.py                 # all three, 80 epochs x 20 steps
     python benchmarks/bench_train.py few --epochs 40
+    python benchmarks/bench_train.py few --precision float32 bfloat16   # bf16 autocast on the CPU, side by side
     python benchmarks/bench_train.py --quick         # smoke test (2 epochs of 2 steps)
 """
 
@@ -54,16 +55,18 @@ def data(config: NucleiConfig, count: int, first_seed: int):
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def run(images, labels, tests, args, w0: float = 10.0, sigma: float = 5.0, targets: str = "boundary") -> dict:
+def run(images, labels, tests, args, w0: float = 10.0, sigma: float = 5.0, targets: str = "boundary",
+        precision: str = "float32") -> dict:
     torch.manual_seed(0)
     init = new_model(2, depth=3, base_channels=16, targets=targets)
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=4, patch_shape=(96, 96),
-                         w0=w0, sigma=sigma, validation_fraction=0.25, patience=args.epochs, seed=0, device="cpu")
+                         w0=w0, sigma=sigma, validation_fraction=0.25, patience=args.epochs, seed=0, device="cpu",
+                         precision=precision)
     start_cpu, start = time.process_time(), time.perf_counter()
     net = train(images, labels, init=init, config=config)
     cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start
     probs = [predict(image, net, device="cpu") for image in tests[0]]
-    row = {"w0": w0, "sigma": sigma, "cpu_s": cpu, "wall_s": wall, "seed_threshold": {}}
+    row = {"w0": w0, "sigma": sigma, "precision": precision, "cpu_s": cpu, "wall_s": wall, "seed_threshold": {}}
     row.update(score(probs, tests[1], net.model_config.instances, net.model_config.class_names))
     for threshold in SEED_THRESHOLDS:
         config = dataclasses.replace(net.model_config.instances, seed_threshold=threshold, foreground_threshold=0.5)
@@ -78,10 +81,10 @@ def score(probs, truths, config, class_names) -> dict:
 
 
 def table(rows: list[dict]) -> None:
-    print("| w0 | sigma px | test AP@0.5 | cells | merges | splits | train CPU s | train wall s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| w0 | sigma px | precision | test AP@0.5 | cells | merges | splits | train CPU s | train wall s |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['w0']:g} | {r['sigma']:g} | {r['ap50']:.3f} | {r['cells']} | {r['merges']} | {r['splits']} | "
+        print(f"| {r['w0']:g} | {r['sigma']:g} | {r['precision']} | {r['ap50']:.3f} | {r['cells']} | {r['merges']} | {r['splits']} | "
               f"{r['cpu_s']:.0f} | {r['wall_s']:.0f} |", flush=True)
 
 
@@ -91,6 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="2 epochs of 2 steps")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=("float32", "bfloat16"),
+                        help="training precision(s) of the 'few' part, one run each (default float32)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.steps = 2, 2
@@ -99,7 +104,8 @@ def main(argv=None) -> int:
     if args.part in ("few", "all"):
         tests = data(ONE_EXPERIMENT, 8, 200)
         print(f"\nfew: one experiment (ONE_EXPERIMENT), {sum(int(t.max()) for t in tests[1])} test cells")
-        table([run(*data(ONE_EXPERIMENT, 4, 100), tests, args)])
+        images, labels = data(ONE_EXPERIMENT, 4, 100)
+        table([run(images, labels, tests, args, precision=precision) for precision in args.precision])
     for part, targets, runs in (("border", "boundary", ((10.0, 5.0), (10.0, 2.0), (0.0, 5.0))),
                                 ("paper", "gaps", ((10.0, 5.0), (0.0, 5.0)))):
         if args.part not in (part, "all"):

@@ -49,8 +49,8 @@ RECIPES = {
                       epochs=16, steps=140, batch=8, held_out=12, workers=1, keep="last"),
 }
 #: recipe entries that may be absent (defaults: lr 1e-3, targets "boundary", boundary_width 2, keep "best",
-#: augment_on "cpu"; with augment_on "device" the recipe's workers are not used)
-OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep", "augment_on")
+#: augment_on "cpu", precision "auto"; with augment_on "device" the recipe's workers are not used)
+OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep", "augment_on", "precision")
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
 
@@ -97,10 +97,16 @@ def tune_instances(net, image_list, label_list, device="cpu"):
 
 
 def train_model(args, recipe, train_images, train_labels):
-    """Train the recipe's network from scratch."""
+    """Train the recipe's network from scratch (or from ``--init``'s weights)."""
     torch.manual_seed(args.seed)
     init = new_model(recipe["ndim"], depth=recipe["depth"], base_channels=recipe["base_channels"], name=args.name,
                      targets=recipe.get("targets", "boundary"))
+    if args.init is not None:
+        start = load_model(args.init)
+        if start.config != init.config or start.model_config.class_names != init.model_config.class_names:
+            raise SystemExit(f"--init {args.init}: its network ({start.config}) is not the recipe's "
+                             f"({init.config}); give the recipe's depth and base_channels with --set")
+        init = start
     augment_on = recipe.get("augment_on", "cpu")
     workers = 0 if augment_on == "device" and args.workers is None else recipe.get("workers", 0)
     config = TrainConfig(epochs=recipe["epochs"], steps_per_epoch=recipe["steps"], batch_size=recipe["batch"],
@@ -108,7 +114,7 @@ def train_model(args, recipe, train_images, train_labels):
                          seed=args.seed, device=args.device, workers=workers, augment_on=augment_on,
                          worker_type=args.worker_type,
                          learning_rate=recipe.get("lr", 1e-3), boundary_width=recipe.get("boundary_width", 2),
-                         keep=recipe.get("keep", "best"))
+                         keep=recipe.get("keep", "best"), precision=recipe.get("precision", "auto"))
 
     def progress(event):
         if event.kind == "epoch":
@@ -131,6 +137,8 @@ def train_model(args, recipe, train_images, train_labels):
 def with_provenance(net, args, recipe, interrupted=False):
     """``net`` with the recipe, device and command line in its training summary."""
     extra = dict(recipe=recipe, device=args.device, command=_command(args.argv))
+    if args.init is not None:  # the starting model's own provenance, so the chain can be followed
+        extra["init"] = {"file": str(args.init), "training": load_model(args.init).model_config.training}
     if interrupted:
         extra["interrupted"] = True
     net.model_config = dataclasses.replace(net.model_config, training=dict(net.model_config.training, **extra))
@@ -166,11 +174,15 @@ def main(argv=None) -> int:
                         "models were trained on cuda (other devices give other weights)")
     parser.add_argument("--retune", type=Path, metavar="FILE", help="skip training: load this model file (made by "
                         "this script), tune its instance parameters again, score it and write it to --out")
+    parser.add_argument("--init", type=Path, metavar="FILE", help="fine-tune: start from this model file's "
+                        "weights (the recipe's network) instead of new ones; the recipe's schedule runs from its start")
     parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoints are in "
                         "--checkpoints DIR (give the same options as the run that wrote them)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    if args.init and args.retune:
+        parser.error("--init starts a training run; --retune does not train")
     if args.resume and (args.checkpoints is None or args.retune):
         parser.error("--resume needs --checkpoints DIR (the folder of the run to continue) and no --retune")
     recipe = dict(RECIPES[args.name])

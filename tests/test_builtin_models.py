@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from tiled_unet import builtin_models, load_model, segment
 from tiled_unet.metrics import match
@@ -89,3 +90,26 @@ def test_training_script_interrupted_writes_the_kept_weights_with_their_recipe_a
     training = load_model(tmp_path / "nuclei-2d.safetensors").model_config.training
     assert training["interrupted"] is True and training["epochs_run"] == 1
     assert training["recipe"]["epochs"] == 3 and "--epochs 3" in training["command"]
+
+
+def test_training_script_fine_tunes_from_a_model_file_and_records_it(tmp_path, capsys):
+    script = training_script()
+    settings = ["depth=1", "batch=1", "patch=[16,16]", "held_out=1", "precision=bfloat16"]
+    tiny = ["nuclei-2d", "--images", "3", "--steps", "1", "--epochs", "1", "--train-only", "--set", *settings,
+            "base_channels=4"]
+    assert script.main([*tiny, "--out", str(tmp_path / "first")]) == 0
+    first = tmp_path / "first" / "nuclei-2d.safetensors"
+    assert script.main([*tiny, "--init", str(first), "--out", str(tmp_path / "tuned")]) == 0
+    tuned = load_model(tmp_path / "tuned" / "nuclei-2d.safetensors")
+    assert tuned.model_config.training["init"]["file"] == str(first)
+    assert tuned.model_config.training["init"]["training"] == load_model(first).model_config.training
+    assert tuned.model_config.training["config"]["precision"] == "bfloat16"
+    before, after = load_model(first).state_dict(), tuned.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from there
+    fresh = load_model(tmp_path / "first" / "nuclei-2d.safetensors")
+    assert fresh.model_config.training.get("init") is None
+    with pytest.raises(SystemExit, match="is not the recipe's"):
+        script.main([*tiny[:-1], "base_channels=8", "--init", str(first), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        script.main(["nuclei-2d", "--init", str(first), "--retune", str(first), "--out", str(tmp_path / "x")])
+    assert "--init starts a training run" in capsys.readouterr().err

@@ -22,6 +22,18 @@ M2 = "nuclei-2d" if "nuclei-2d" in builtin_models() else "placeholder-2d"
 OPTIONS = {"device": "cpu", "precision": "float32", "tile_shape": (32, 32)}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """In-process inference on one thread, as in the subprocess (OMP_NUM_THREADS=1): float sums over
+    more threads may differ in the last bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def volume(tmp_path_factory):
     """A 384x384 zarr image: 144 tiles of 32x32."""

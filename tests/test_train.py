@@ -191,11 +191,12 @@ def test_cli_train_writes_a_model(pairs, tmp_path, capsys):
     out = tmp_path / "mine.safetensors"
     code = main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(out),
                  "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--patch", "32", "32",
-                 "--device", "cpu", "--keep", "last", "--augment-on", "device"])
+                 "--device", "cpu", "--keep", "last", "--augment-on", "device", "--precision", "bfloat16"])
     assert code == 0 and out.is_file()
     written = tiled_unet.load_model(out).model_config
     assert written.name == "mine" and written.training["config"]["keep"] == "last"
     assert written.training["config"]["augment_on"] == "device"
+    assert written.training["config"]["precision"] == "bfloat16"
     assert main(["train", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o",
                  str(out)]) == 2
     assert "exists" in capsys.readouterr().err

@@ -35,6 +35,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--checkpoints", help="folder for checkpoints (best, last, optimiser state)")
     t.add_argument("--resume", action="store_true", help="resume from the checkpoint folder")
     t.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    t.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="autocast precision of the training step: auto (default) = bf16/fp16 on CUDA, float32 "
+                   "elsewhere; bfloat16 on a CPU with native bf16 kernels (AVX512-BF16, AMX) trains faster")
     t.add_argument("--workers", type=int, default=0, help="threads that sample and augment patches ahead of the "
                    "training step (default: 0, in the loop); use several to keep a GPU busy")
     t.add_argument("--worker-type", choices=("threads", "processes"), default="threads",
@@ -76,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          sigma=args.sigma, ignore_label=args.ignore_label, patience=args.patience,
                          validation_fraction=args.validation_fraction, device=args.device, seed=args.seed,
                          workers=args.workers, worker_type=args.worker_type, keep=args.keep,
-                         augment_on=args.augment_on)
+                         augment_on=args.augment_on, precision=args.precision)
     gen = train_iter(images, labels, init=args.init, config=config, out=output, checkpoint_dir=args.checkpoints,
                      resume=args.resume, voxel_size=tuple(args.voxel_size or ()), name=args.name or output.stem,
                      overwrite=args.overwrite)
