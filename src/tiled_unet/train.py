@@ -253,7 +253,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     geometry = net.geometry
     input_shape, output_shape = patch_shapes(geometry, cfg.patch_shape or default_patch(ndim))
     net.to(device)
-    # channels-last convolutions on the CPU: about 1.35x faster steps in 2D and 3D (float32 and bf16)
+    # channels-last convolutions on the CPU: about 1.26x faster steps in 2D and 3D (benchmarks/bench_steps.py)
     memory_format = None
     if device.type == "cpu":
         memory_format = torch.channels_last if ndim == 2 else torch.channels_last_3d
