@@ -4,13 +4,17 @@ Everything is generated from fixed seeds by :func:`tiled_unet.synthetic.render_n
 (random density, size, shape, clumps of touching nuclei, texture, brightness, blur, haze,
 uneven illumination, Poisson + Gaussian camera noise), so the models are reproducible
 from this script alone (both were trained on a GPU, then tuned and scored on CPU; the
-``nuclei-3d`` run stopped at its time limit after 14 of 16 epochs and was resumed on CPU):
+``nuclei-3d`` run stopped at its time limit after 14 of 16 epochs, was resumed on CPU and then
+fine-tuned there for 7 more epochs):
 
     python scripts/train_builtin_models.py nuclei-2d --device cuda --train-only --out trained
     python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors
     python scripts/train_builtin_models.py nuclei-3d --device cuda --workers 15 --worker-type processes \\
         --train-only --checkpoints ck --out trained
     python scripts/train_builtin_models.py nuclei-3d --resume --train-only --checkpoints ck --out trained
+    mv trained/nuclei-3d.safetensors trained/nuclei-3d-e16.safetensors
+    python scripts/train_builtin_models.py nuclei-3d --init trained/nuclei-3d-e16.safetensors --train-only \
+        --checkpoints ck-ft --out trained --epochs 7 --steps 140 --set lr=0.0003 augment_on=device precision=bfloat16
     python scripts/train_builtin_models.py nuclei-3d --retune trained/nuclei-3d.safetensors
 
 Writes ``src/tiled_unet/models/<name>.safetensors`` (use ``--out`` elsewhere), after
