@@ -17,6 +17,7 @@ scratch on 4 synthetic images of 256x256 (3 for training, 1 for validation) and 
     python benchmarks/bench_train.py                 # all three, 80 epochs x 20 steps
     python benchmarks/bench_train.py few --epochs 40
     python benchmarks/bench_train.py few --precision float32 bfloat16   # bf16 autocast on the CPU, side by side
+    python benchmarks/bench_train.py few --augment-on cpu device        # patches made by torch (augment_on)
     python benchmarks/bench_train.py --quick         # smoke test (2 epochs of 2 steps)
 """
 
@@ -56,17 +57,17 @@ def data(config: NucleiConfig, count: int, first_seed: int):
 
 
 def run(images, labels, tests, args, w0: float = 10.0, sigma: float = 5.0, targets: str = "boundary",
-        precision: str = "float32") -> dict:
-    torch.manual_seed(0)
+        precision: str = "float32", augment_on: str = "cpu") -> dict:
+    torch.manual_seed(args.seed)
     init = new_model(2, depth=3, base_channels=16, targets=targets)
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=4, patch_shape=(96, 96),
-                         w0=w0, sigma=sigma, validation_fraction=0.25, patience=args.epochs, seed=0, device="cpu",
-                         precision=precision)
+                         w0=w0, sigma=sigma, validation_fraction=0.25, patience=args.epochs, seed=args.seed,
+                         device="cpu", precision=precision, augment_on=augment_on)
     start_cpu, start = time.process_time(), time.perf_counter()
     net = train(images, labels, init=init, config=config)
     cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start
     probs = [predict(image, net, device="cpu") for image in tests[0]]
-    row = {"w0": w0, "sigma": sigma, "precision": precision, "cpu_s": cpu, "wall_s": wall, "seed_threshold": {}}
+    row = {"w0": w0, "sigma": sigma, "precision": precision, "augment_on": augment_on, "cpu_s": cpu, "wall_s": wall, "seed_threshold": {}}
     row.update(score(probs, tests[1], net.model_config.instances, net.model_config.class_names))
     for threshold in SEED_THRESHOLDS:
         config = dataclasses.replace(net.model_config.instances, seed_threshold=threshold, foreground_threshold=0.5)
@@ -81,10 +82,11 @@ def score(probs, truths, config, class_names) -> dict:
 
 
 def table(rows: list[dict]) -> None:
-    print("| w0 | sigma px | precision | test AP@0.5 | cells | merges | splits | train CPU s | train wall s |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| w0 | sigma px | precision | patches on | test AP@0.5 | cells | merges | splits | train CPU s | "
+          "train wall s |")
+    print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['w0']:g} | {r['sigma']:g} | {r['precision']} | {r['ap50']:.3f} | {r['cells']} | {r['merges']} | {r['splits']} | "
+        print(f"| {r['w0']:g} | {r['sigma']:g} | {r['precision']} | {r['augment_on']} | {r['ap50']:.3f} | {r['cells']} | {r['merges']} | {r['splits']} | "
               f"{r['cpu_s']:.0f} | {r['wall_s']:.0f} |", flush=True)
 
 
@@ -96,6 +98,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 epochs of 2 steps")
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=("float32", "bfloat16"),
                         help="training precision(s) of the 'few' part, one run each (default float32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the training (default 0)")
+    parser.add_argument("--augment-on", nargs="+", default=["cpu"], choices=("cpu", "device"),
+                        help="where the 'few' part makes its patches, one run each (default cpu)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.steps = 2, 2
@@ -105,7 +110,8 @@ def main(argv=None) -> int:
         tests = data(ONE_EXPERIMENT, 8, 200)
         print(f"\nfew: one experiment (ONE_EXPERIMENT), {sum(int(t.max()) for t in tests[1])} test cells")
         images, labels = data(ONE_EXPERIMENT, 4, 100)
-        table([run(images, labels, tests, args, precision=precision) for precision in args.precision])
+        table([run(images, labels, tests, args, precision=precision, augment_on=place)
+               for place in args.augment_on for precision in args.precision])
     for part, targets, runs in (("border", "boundary", ((10.0, 5.0), (10.0, 2.0), (0.0, 5.0))),
                                 ("paper", "gaps", ((10.0, 5.0), (0.0, 5.0)))):
         if args.part not in (part, "all"):
