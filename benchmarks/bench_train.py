@@ -67,7 +67,8 @@ def run(images, labels, tests, args, w0: float = 10.0, sigma: float = 5.0, targe
     net = train(images, labels, init=init, config=config)
     cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start
     probs = [predict(image, net, device="cpu") for image in tests[0]]
-    row = {"w0": w0, "sigma": sigma, "precision": precision, "augment_on": augment_on, "cpu_s": cpu, "wall_s": wall, "seed_threshold": {}}
+    row = {"w0": w0, "sigma": sigma, "precision": precision, "augment_on": augment_on, "cpu_s": cpu, "wall_s": wall,
+           "seed_threshold": {}}
     row.update(score(probs, tests[1], net.model_config.instances, net.model_config.class_names))
     for threshold in SEED_THRESHOLDS:
         config = dataclasses.replace(net.model_config.instances, seed_threshold=threshold, foreground_threshold=0.5)
@@ -86,8 +87,8 @@ def table(rows: list[dict]) -> None:
           "train wall s |")
     print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['w0']:g} | {r['sigma']:g} | {r['precision']} | {r['augment_on']} | {r['ap50']:.3f} | {r['cells']} | {r['merges']} | {r['splits']} | "
-              f"{r['cpu_s']:.0f} | {r['wall_s']:.0f} |", flush=True)
+        print(f"| {r['w0']:g} | {r['sigma']:g} | {r['precision']} | {r['augment_on']} | {r['ap50']:.3f} | "
+              f"{r['cells']} | {r['merges']} | {r['splits']} | {r['cpu_s']:.0f} | {r['wall_s']:.0f} |", flush=True)
 
 
 def main(argv=None) -> int:

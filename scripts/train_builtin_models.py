@@ -13,7 +13,7 @@ fine-tuned there for 7 more epochs):
         --train-only --checkpoints ck --out trained
     python scripts/train_builtin_models.py nuclei-3d --resume --train-only --checkpoints ck --out trained
     mv trained/nuclei-3d.safetensors trained/nuclei-3d-e16.safetensors
-    python scripts/train_builtin_models.py nuclei-3d --init trained/nuclei-3d-e16.safetensors --train-only \
+    python scripts/train_builtin_models.py nuclei-3d --init trained/nuclei-3d-e16.safetensors --train-only \\
         --checkpoints ck-ft --out trained --epochs 7 --steps 140 --set lr=0.0003 augment_on=device precision=bfloat16
     python scripts/train_builtin_models.py nuclei-3d --retune trained/nuclei-3d.safetensors
 
@@ -179,7 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--retune", type=Path, metavar="FILE", help="skip training: load this model file (made by "
                         "this script), tune its instance parameters again, score it and write it to --out")
     parser.add_argument("--init", type=Path, metavar="FILE", help="fine-tune: start from this model file's "
-                        "weights (the recipe's network) instead of new ones; the recipe's schedule runs from its start")
+                        "weights (the recipe's network) instead of new ones; the recipe's schedule runs from its "
+                        "start")
     parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoints are in "
                         "--checkpoints DIR (give the same options as the run that wrote them)")
     argv = sys.argv[1:] if argv is None else list(argv)

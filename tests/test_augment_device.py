@@ -45,7 +45,7 @@ def test_device_patches_equal_the_cpu_augmentation(ndim, name):
         [cpu_rng.integers(n) for n in shape]  # sample_patch's centre (the patch region is the whole image here)
         image, (targets,), (weights,) = augment(ex.image, labels=(ex.targets,), floats=(ex.weights,), config=config,
                                                 rng=cpu_rng, companion_region=crop)
-        draw = draw_patch(0, shape, ex.foreground, shape, 0.0, config, 2, device_rng)
+        draw = draw_patch(0, ex, shape, 0.0, config, device_rng)
         assert cpu_rng.random() == device_rng.random()  # the same draws, in the same order
         centred = PatchDraw(0, (np.array(shape) - 1) / 2.0, draw.matrix, draw.nodes, draw.intensity)
         x, t, w = patches.make_batch([centred])
@@ -121,7 +121,7 @@ def test_cuda_patches_equal_cpu_patches():
     shape, out = SHAPES[3]
     ex = example(shape)
     config = CONFIGS["all"]
-    draws = [draw_patch(0, shape, ex.foreground, shape, 0.0, config, 1, np.random.default_rng(s)) for s in range(4)]
+    draws = [draw_patch(0, ex, shape, 0.0, config, np.random.default_rng(s)) for s in range(4)]
     on_cpu = DevicePatches([ex], shape, out, 0.0, config, np.random.default_rng(0), "cpu").make_batch(draws)
     on_cuda = DevicePatches([ex], shape, out, 0.0, config, np.random.default_rng(0), "cuda").make_batch(draws)
     for a, b in zip(on_cpu, on_cuda):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import AugmentConfig, _moved_axes, draw_matrix, elastic_nodes, spline_matrix
+from .datasets import output_crop, patch_start
 
 #: share of the device's free memory the training data may take (CUDA)
 DEVICE_DATA_SHARE = 0.5
@@ -42,20 +43,16 @@ class PatchDraw:
     intensity: np.ndarray         # (channels, 4): gamma, scale, shift, noise std (neutral: 1, 1, 0, 0)
 
 
-def draw_patch(example: int, shape: Sequence[int], foreground: np.ndarray, input_shape: tuple[int, ...],
-               foreground_fraction: float, config: AugmentConfig | None, channels: int,
-               rng: np.random.Generator) -> PatchDraw:
-    """Draw one patch's choices from ``rng`` in the CPU path's order (noise values excepted)."""
-    ndim = len(input_shape)
-    if len(foreground) and rng.random() < foreground_fraction:
-        centre = foreground[rng.integers(len(foreground))]
-    else:
-        centre = np.array([rng.integers(n) for n in shape])
-    start = np.asarray(centre, np.int64) - np.array(input_shape) // 2
+def draw_patch(index: int, example: Any, input_shape: tuple[int, ...], foreground_fraction: float,
+               config: AugmentConfig | None, rng: np.random.Generator) -> PatchDraw:
+    """Draw the choices of a patch of ``example`` (number ``index``) from ``rng`` in the CPU path's order
+    (noise values excepted)."""
+    ndim, channels = len(input_shape), int(example.image.shape[0])
+    start = patch_start(example, input_shape, foreground_fraction, rng)
     centre_in = start + (np.array(input_shape) - 1) / 2.0
     intensity = np.tile(np.array([1.0, 1.0, 0.0, 0.0]), (channels, 1))
     if config is None:
-        return PatchDraw(example, centre_in, np.eye(ndim), None, intensity)
+        return PatchDraw(index, centre_in, np.eye(ndim), None, intensity)
     matrix = draw_matrix(input_shape, config, rng)
     nodes = None
     if config.elastic and config.elastic_std > 0:
@@ -69,7 +66,7 @@ def draw_patch(example: int, shape: Sequence[int], foreground: np.ndarray, input
             intensity[channel, 2] = rng.uniform(-config.intensity_shift, config.intensity_shift)
         if config.noise_std > 0:
             intensity[channel, 3] = rng.uniform(0.0, config.noise_std)
-    return PatchDraw(example, centre_in, matrix, nodes, intensity)
+    return PatchDraw(index, centre_in, matrix, nodes, intensity)
 
 
 class DevicePatches:
@@ -86,29 +83,24 @@ class DevicePatches:
         self.device = torch.device(device)
         self.input_shape, self.output_shape = tuple(input_shape), tuple(output_shape)
         self._rng, self._config, self._fraction = rng, augment_config, foreground_fraction
-        self._shapes = [tuple(ex.targets.shape) for ex in examples]
-        self._foreground = [ex.foreground for ex in examples]
-        self._channels = int(examples[0].image.shape[0])
+        self._examples = list(examples)  # for drawing (shapes, foreground); patches come from the device copy
         _check_fits(examples, self.device)
         # image channels and the weight map share one linear resampling; targets are sampled by nearest
         self._linear = [torch.from_numpy(np.concatenate([ex.image, ex.weights[None]]).astype(np.float32, copy=False))
                         .to(self.device) for ex in examples]
         self._targets = [torch.from_numpy(ex.targets.astype(np.float32))[None].to(self.device) for ex in examples]
-        ndim = len(self.input_shape)
         offsets = [torch.arange(n, dtype=torch.float64) - (n - 1) / 2.0 for n in self.input_shape]
         self._offsets = torch.stack(torch.meshgrid(*offsets, indexing="ij")).to(self.device, torch.float32)
         self._splines: list[torch.Tensor] | None = None
         if augment_config is not None and augment_config.elastic and augment_config.elastic_std > 0:
             self._splines = [torch.from_numpy(np.array(spline_matrix(augment_config.elastic_grid, n)))
                              .to(self.device, torch.float32) for n in self.input_shape]
-        self._crop = tuple(slice((i - o) // 2, (i - o) // 2 + o) for i, o in zip(self.input_shape, self.output_shape))
-        self._ndim = ndim
+        self._crop = output_crop(self.input_shape, self.output_shape)
 
     def draw(self) -> PatchDraw:
         """The next patch's random choices (from the training generator)."""
-        k = int(self._rng.integers(len(self._shapes)))
-        return draw_patch(k, self._shapes[k], self._foreground[k], self.input_shape, self._fraction, self._config,
-                          self._channels, self._rng)
+        k = int(self._rng.integers(len(self._examples)))
+        return draw_patch(k, self._examples[k], self.input_shape, self._fraction, self._config, self._rng)
 
     def epoch(self, steps: int, batch_size: int):
         """Yield ``steps`` batches of ``batch_size`` patches (tensors on the device)."""
@@ -127,7 +119,7 @@ class DevicePatches:
         matrix = torch.from_numpy(np.stack([d.matrix for d in draws])).to(dev, torch.float32)
         centre = torch.from_numpy(np.stack([d.centre for d in draws])).to(dev, torch.float32)
         coords = torch.einsum("bij,j...->bi...", matrix, self._offsets)
-        coords += centre.reshape(centre.shape + (1,) * self._ndim)
+        coords += centre.reshape(centre.shape + (1,) * len(self.input_shape))
         if self._splines is not None:
             nodes = torch.from_numpy(np.stack([d.nodes for d in draws])).to(dev, torch.float32)
             for matrix_axis in self._splines:  # separable: contract the first grid axis, append the dense one
@@ -141,7 +133,7 @@ class DevicePatches:
         coords = self.coordinates(draws)
         images, targets, weights = [], [], []
         for draw, position in zip(draws, coords):
-            grid = _normalised_grid(position, self._shapes[draw.example])
+            grid = _normalised_grid(position, self._examples[draw.example].targets.shape)
             linear = F.grid_sample(self._linear[draw.example][None], grid, mode="bilinear",
                                    padding_mode="reflection", align_corners=True)[0]
             images.append(linear[:-1])

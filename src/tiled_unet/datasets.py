@@ -94,20 +94,30 @@ def _region(array: np.ndarray, start: Sequence[int], shape: Sequence[int]) -> np
     return out
 
 
-def sample_patch(example: Example, input_shape: tuple[int, ...], output_shape: tuple[int, ...],
-                 foreground_fraction: float, rng: np.random.Generator, augment_config: Any = None):
-    """One random ``(image, targets, weights)`` patch; centred on a cell pixel with the given probability."""
-    spatial = example.targets.shape
+def output_crop(input_shape: Sequence[int], output_shape: Sequence[int]) -> tuple[slice, ...]:
+    """Slices of a patch's network output inside its (centred, larger) input."""
+    return tuple(slice((i - o) // 2, (i - o) // 2 + o) for i, o in zip(input_shape, output_shape))
+
+
+def patch_start(example: Example, input_shape: Sequence[int], foreground_fraction: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """The first input pixel of a random patch whose output centre is a cell pixel with probability
+    ``foreground_fraction``, else any pixel (the input adds context around it)."""
     if len(example.foreground) and rng.random() < foreground_fraction:
         centre = example.foreground[rng.integers(len(example.foreground))]
     else:
-        centre = np.array([rng.integers(n) for n in spatial])
-    # the output patch centre lands on ``centre``; the input adds context around it
-    start = [int(c) - i // 2 for c, i in zip(centre, input_shape)]
+        centre = np.array([rng.integers(n) for n in example.targets.shape])
+    return np.asarray(centre, np.int64) - np.asarray(input_shape) // 2
+
+
+def sample_patch(example: Example, input_shape: tuple[int, ...], output_shape: tuple[int, ...],
+                 foreground_fraction: float, rng: np.random.Generator, augment_config: Any = None):
+    """One random ``(image, targets, weights)`` patch; centred on a cell pixel with the given probability."""
+    start = [int(s) for s in patch_start(example, input_shape, foreground_fraction, rng)]
     image = _region(example.image, start, input_shape)
     targets = _region(example.targets, start, input_shape)
     weights = _region(example.weights, start, input_shape)
-    crop = tuple(slice((i - o) // 2, (i - o) // 2 + o) for i, o in zip(input_shape, output_shape))
+    crop = output_crop(input_shape, output_shape)
     if augment_config is not None:  # targets and weights are needed (and resampled) only on the output
         from .augment import augment
 

@@ -114,8 +114,8 @@ class TrainWidget(Container):
             w.native.setWordWrap(True)
         self.extend([self._pairs, self._add_pair, self._remove_pair, self._ignore, self._background, self._init,
                      self._epochs, self._steps, self._batch, self._patch, self._lr, self._w0, self._sigma,
-                     self._val, self._device, self._workers, self._augment_on, self._name, self._out, self._overwrite, self._preview,
-                     self._run, self._cancel, self._progress, self._history, self._status])
+                     self._val, self._device, self._workers, self._augment_on, self._name, self._out, self._overwrite,
+                     self._preview, self._run, self._cancel, self._progress, self._history, self._status])
         self.add_pair()
         self._add_pair.clicked.connect(self.add_pair)
         self._remove_pair.clicked.connect(self.remove_pair)
