@@ -4,8 +4,8 @@ Everything is generated from fixed seeds by :func:`tiled_unet.synthetic.render_n
 (random density, size, shape, clumps of touching nuclei, texture, brightness, blur, haze,
 uneven illumination, Poisson + Gaussian camera noise), so the models are reproducible
 from this script alone (both were trained on a GPU, then tuned and scored on CPU; the
-``nuclei-3d`` run stopped at its time limit after 14 of 16 epochs, was resumed on CPU and then
-fine-tuned there for 7 more epochs):
+``nuclei-3d`` run stopped at its time limit after 14 of 16 epochs, was resumed on CPU, fine-tuned
+there for 7 more epochs, and then fine-tuned on a GPU for 10 more with patches made there):
 
     python scripts/train_builtin_models.py nuclei-2d --device cuda --train-only --out trained
     python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors
@@ -15,6 +15,10 @@ fine-tuned there for 7 more epochs):
     mv trained/nuclei-3d.safetensors trained/nuclei-3d-e16.safetensors
     python scripts/train_builtin_models.py nuclei-3d --init trained/nuclei-3d-e16.safetensors --train-only \\
         --checkpoints ck-ft --out trained --epochs 7 --steps 140 --set lr=0.0003 augment_on=device precision=bfloat16
+    python scripts/train_builtin_models.py nuclei-3d --retune trained/nuclei-3d.safetensors
+    python scripts/train_builtin_models.py nuclei-3d --init src/tiled_unet/models/nuclei-3d.safetensors \\
+        --device cuda --train-only --checkpoints ck-gpu --out trained --epochs 10 --steps 666 \\
+        --set lr=0.0003 augment_on=device
     python scripts/train_builtin_models.py nuclei-3d --retune trained/nuclei-3d.safetensors
 
 Writes ``src/tiled_unet/models/<name>.safetensors`` (use ``--out`` elsewhere), after
@@ -48,9 +52,9 @@ from tiled_unet.weights import load_model, save_model
 
 RECIPES = {
     "nuclei-2d": dict(ndim=2, shape=(256, 256), images=192, depth=3, base_channels=24, patch=(96, 96),
-                      epochs=200, steps=50, batch=8, held_out=12, workers=3),
+                      epochs=200, steps=50, batch=8, held_out=36, workers=3),
     "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=160, depth=2, base_channels=32, patch=(24, 48, 48),
-                      epochs=16, steps=140, batch=8, held_out=12, workers=1, keep="last"),
+                      epochs=16, steps=140, batch=8, held_out=36, workers=1, keep="last"),
 }
 #: recipe entries that may be absent (defaults: lr 1e-3, targets "boundary", boundary_width 2, keep "best",
 #: augment_on "cpu", precision "auto"; with augment_on "device" the recipe's workers are not used)
@@ -142,7 +146,7 @@ def with_provenance(net, args, recipe, interrupted=False):
     """``net`` with the recipe, device and command line in its training summary."""
     extra = dict(recipe=recipe, device=args.device, command=_command(args.argv))
     if args.init is not None:  # the starting model's own provenance, so the chain can be followed
-        extra["init"] = {"file": str(args.init), "training": load_model(args.init).model_config.training}
+        extra["init"] = {"file": str(args.init), "training": args.init_training}
     if interrupted:
         extra["interrupted"] = True
     net.model_config = dataclasses.replace(net.model_config, training=dict(net.model_config.training, **extra))
@@ -190,6 +194,10 @@ def main(argv=None) -> int:
         parser.error("--init starts a training run; --retune does not train")
     if args.resume and (args.checkpoints is None or args.retune):
         parser.error("--resume needs --checkpoints DIR (the folder of the run to continue) and no --retune")
+    if args.init is not None:
+        if args.init.resolve() == (args.out / f"{args.name}.safetensors").resolve():
+            parser.error(f"--init {args.init} is the file this run writes: give another --out (or copy it first)")
+        args.init_training = load_model(args.init).model_config.training  # read before anything is written
     recipe = dict(RECIPES[args.name])
     args.out.mkdir(parents=True, exist_ok=True)
     for key in ("epochs", "steps", "images", "workers"):

@@ -113,3 +113,7 @@ def test_training_script_fine_tunes_from_a_model_file_and_records_it(tmp_path, c
     with pytest.raises(SystemExit):
         script.main(["nuclei-2d", "--init", str(first), "--retune", str(first), "--out", str(tmp_path / "x")])
     assert "--init starts a training run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # it would overwrite the model it starts from
+        script.main([*tiny, "--init", str(first), "--out", str(tmp_path / "first")])
+    assert "is the file this run writes" in capsys.readouterr().err
+    assert load_model(first).model_config.training.get("init") is None
