@@ -3,11 +3,16 @@
 Everything is generated from fixed seeds by :func:`tiled_unet.synthetic.render_nuclei`
 (random density, size, shape, clumps of touching nuclei, texture, brightness, blur, haze,
 uneven illumination, Poisson + Gaussian camera noise), so the models are reproducible
-from this script alone (both were trained on a GPU, then tuned and scored on CPU; the
-``nuclei-3d`` run stopped at its time limit after 14 of 16 epochs, was resumed on CPU, fine-tuned
-there for 7 more epochs, and then fine-tuned on a GPU for 10 more with patches made there):
+from this script alone (both were trained on a GPU, then tuned and scored on CPU; ``nuclei-2d``
+was then fine-tuned on CPU; the ``nuclei-3d`` run stopped at its time limit after 14 of 16 epochs,
+was resumed on CPU, fine-tuned there for 7 more epochs, and then twice on a GPU with patches made
+there):
 
-    python scripts/train_builtin_models.py nuclei-2d --device cuda --train-only --out trained
+    python scripts/train_builtin_models.py nuclei-2d --device cuda --workers 3 --train-only --out trained
+    python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors --set held_out=12 \\
+        --out trained/gpu
+    python scripts/train_builtin_models.py nuclei-2d --init trained/gpu/nuclei-2d.safetensors --train-only \\
+        --checkpoints ck-ft2d --out trained --epochs 20 --steps 100 --set lr=0.0003 augment_on=device precision=bfloat16
     python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors
     python scripts/train_builtin_models.py nuclei-3d --device cuda --workers 15 --worker-type processes \\
         --train-only --checkpoints ck --out trained
@@ -15,10 +20,10 @@ there for 7 more epochs, and then fine-tuned on a GPU for 10 more with patches m
     mv trained/nuclei-3d.safetensors trained/nuclei-3d-e16.safetensors
     python scripts/train_builtin_models.py nuclei-3d --init trained/nuclei-3d-e16.safetensors --train-only \\
         --checkpoints ck-ft --out trained --epochs 7 --steps 140 --set lr=0.0003 augment_on=device precision=bfloat16
-    python scripts/train_builtin_models.py nuclei-3d --retune trained/nuclei-3d.safetensors
-    python scripts/train_builtin_models.py nuclei-3d --init src/tiled_unet/models/nuclei-3d.safetensors \\
-        --device cuda --train-only --checkpoints ck-gpu --out trained --epochs 10 --steps 666 \\
-        --set lr=0.0003 augment_on=device
+    python scripts/train_builtin_models.py nuclei-3d --init trained/nuclei-3d.safetensors --device cuda \\
+        --train-only --checkpoints ck-gpu1 --out trained/gpu1 --epochs 10 --steps 666 --set lr=0.0003 augment_on=device
+    python scripts/train_builtin_models.py nuclei-3d --init trained/gpu1/nuclei-3d.safetensors --device cuda \\
+        --train-only --checkpoints ck-gpu2 --out trained --epochs 8 --steps 560 --set lr=0.0003 augment_on=device
     python scripts/train_builtin_models.py nuclei-3d --retune trained/nuclei-3d.safetensors
 
 Writes ``src/tiled_unet/models/<name>.safetensors`` (use ``--out`` elsewhere), after
