@@ -5,8 +5,8 @@ Everything is generated from fixed seeds by :func:`tiled_unet.synthetic.render_n
 uneven illumination, Poisson + Gaussian camera noise), so the models are reproducible
 from this script alone (both were trained on a GPU, then tuned and scored on CPU; ``nuclei-2d``
 was then fine-tuned on CPU; the ``nuclei-3d`` run stopped at its time limit after 14 of 16 epochs,
-was resumed on CPU, fine-tuned there for 7 more epochs, and then twice on a GPU with patches made
-there):
+was resumed on CPU, fine-tuned there for 7 more epochs, and then three times on a GPU with patches
+made there):
 
     python scripts/train_builtin_models.py nuclei-2d --device cuda --workers 3 --train-only --out trained
     python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors --set held_out=12 \\
@@ -23,7 +23,9 @@ there):
     python scripts/train_builtin_models.py nuclei-3d --init trained/nuclei-3d.safetensors --device cuda \\
         --train-only --checkpoints ck-gpu1 --out trained/gpu1 --epochs 10 --steps 666 --set lr=0.0003 augment_on=device
     python scripts/train_builtin_models.py nuclei-3d --init trained/gpu1/nuclei-3d.safetensors --device cuda \\
-        --train-only --checkpoints ck-gpu2 --out trained --epochs 8 --steps 560 --set lr=0.0003 augment_on=device
+        --train-only --checkpoints ck-gpu2 --out trained/gpu2 --epochs 8 --steps 560 --set lr=0.0003 augment_on=device
+    python scripts/train_builtin_models.py nuclei-3d --init trained/gpu2/nuclei-3d.safetensors --device cuda \\
+        --train-only --checkpoints ck-gpu3 --out trained --epochs 8 --steps 850 --set lr=0.0002 augment_on=device
     python scripts/train_builtin_models.py nuclei-3d --retune trained/nuclei-3d.safetensors
 
 Writes ``src/tiled_unet/models/<name>.safetensors`` (use ``--out`` elsewhere), after
