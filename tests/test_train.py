@@ -102,6 +102,27 @@ def test_worker_processes_share_the_data_as_files_removed_on_close(pairs):
             np.testing.assert_array_equal(x, y)
 
 
+def test_prepare_all_in_threads_equals_prepare_in_order(pairs):
+    from tiled_unet.datasets import prepare, prepare_all
+
+    net = small_model()
+    big = [nuclei((512, 512), count=600, radius=(10, 14), seed=s) for s in range(2)]
+    data = [(image[None], labels) for image, labels in zip(*pairs)] + [(i[None], l) for i, l in big]
+    assert sum((labels > 0).sum() > 100_000 for _, labels in data) == 2  # these draw from the rng
+    options = dict(w0=10, sigma=5, boundary_width=2, ignore_label=None, spacing=None)
+    serial_rng, threaded_rng = np.random.default_rng(3), np.random.default_rng(3)
+    serial = [prepare(image, labels, net.model_config, rng=serial_rng, **options) for image, labels in data]
+    threaded = prepare_all(data, net.model_config, rng=threaded_rng, threads=3, **options)
+    assert len(threaded) == len(serial)
+    for a, b in zip(serial, threaded):
+        for field in ("image", "labels", "targets", "weights", "foreground", "raw"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert serial_rng.integers(1 << 30) == threaded_rng.integers(1 << 30)
+    assert len(serial[-1].foreground) == 100_000
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        prepare_all(data, net.model_config, rng=threaded_rng, threads=0, **options)
+
+
 def test_patch_stream_batches_and_errors(pairs):
     from tiled_unet.datasets import PatchStream, prepare
 

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -21,6 +22,10 @@ from .config import ModelConfig
 from .io import open_image
 from .targets import IGNORE, check_labels, targets_for
 from .tiling import UNetGeometry, mirror_index
+
+
+#: most threads :func:`prepare_all` uses by default
+PREPARE_THREADS = 8
 
 
 @dataclass
@@ -60,6 +65,43 @@ def prepare(image: np.ndarray, labels: np.ndarray, model: ModelConfig, *, w0: fl
             boundary_width: int, ignore_label: int | None, spacing: Sequence[float] | None,
             rng: np.random.Generator) -> Example:
     """Normalise, make targets and the weight map of one image/labels pair."""
+    arrays = _prepared_arrays(image, labels, model, w0=w0, sigma=sigma, boundary_width=boundary_width,
+                              ignore_label=ignore_label, spacing=spacing)
+    return _example(image, arrays, rng)
+
+
+def prepare_all(pairs: Sequence[tuple[np.ndarray, np.ndarray]], model: ModelConfig, *, rng: np.random.Generator,
+                threads: int | None = None, **options: Any) -> list[Example]:
+    """:func:`prepare` of every ``(image, labels)`` pair, in order, with the same result and ``rng`` use.
+
+    The targets, weight maps and normalisation (numpy/scipy work that releases the GIL) run in
+    ``threads`` threads (default: the CPUs this process may use, at most ``PREPARE_THREADS``, as
+    each thread holds the temporaries of one image); only the draw of foreground coordinates,
+    which uses ``rng``, runs in the calling thread, pair after pair.
+    """
+    threads = min(usable_cpus(), PREPARE_THREADS) if threads is None else threads
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+
+    def arrays(pair):
+        return _prepared_arrays(pair[0], pair[1], model, **options)
+
+    if threads == 1 or len(pairs) < 2:
+        return [_example(image, arrays((image, labels)), rng) for image, labels in pairs]
+    with ThreadPoolExecutor(min(threads, len(pairs))) as pool:
+        return [_example(pair[0], result, rng) for pair, result in zip(pairs, pool.map(arrays, pairs))]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the platform tells it, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _prepared_arrays(image: np.ndarray, labels: np.ndarray, model: ModelConfig, *, w0: float, sigma: float,
+                     boundary_width: int, ignore_label: int | None, spacing: Sequence[float] | None) -> tuple:
+    """Normalised image, labels without ignored pixels, targets and weights (no randomness)."""
     from .loss import weight_map
 
     ignore = labels == ignore_label if ignore_label is not None else None
@@ -69,11 +111,16 @@ def prepare(image: np.ndarray, labels: np.ndarray, model: ModelConfig, *, w0: fl
     normalize.check_finite(image, "in a training image")
     offset, scale = normalize.intensity_range(lambda s: image[(slice(None),) + s], image.shape[1:],
                                               model.normalization)
+    return normalize.apply(image, offset, scale), clean, targets, weights.astype(np.float32)
+
+
+def _example(image: np.ndarray, arrays: tuple, rng: np.random.Generator) -> Example:
+    """The :class:`Example` with its foreground coordinates (at most 100,000, drawn with ``rng``)."""
+    normalised, clean, targets, weights = arrays
     coords = np.argwhere((clean > 0) & (targets != IGNORE))
     if len(coords) > 100_000:
         coords = coords[rng.choice(len(coords), 100_000, replace=False)]
-    return Example(normalize.apply(image, offset, scale), clean, targets, weights.astype(np.float32),
-                   coords, image)
+    return Example(normalised, clean, targets, weights, coords, image)
 
 
 def patch_shapes(geometry: UNetGeometry, output_patch: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -21,7 +21,8 @@ import torch
 
 from .augment import AugmentConfig
 from .config import InstanceConfig, ModelConfig, NormalizationConfig, UNetConfig, _check, _from_dict
-from .datasets import WORKER_TYPES, Example, PatchStream, load_pair, patch_shapes, prepare, split_validation
+from .datasets import (WORKER_TYPES, Example, PatchStream, load_pair, patch_shapes, prepare_all,
+                       split_validation)
 from .devices import resolve_device, resolve_precision
 from .model import UNet
 from .targets import CLASS_NAMES, TWO_CLASS_NAMES, trainable
@@ -245,9 +246,9 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         None if cfg.precision in ("auto", "float32") else resolve_precision(cfg.precision, device))
     pairs = [load_pair(i, l, ndim, in_channels, f"image {k + 1}") for k, (i, l) in enumerate(zip(images, labels))]
     train_pairs, val_pairs = split_validation(pairs, cfg.validation_fraction)
-    examples: list[Example] = [prepare(i, l, net.model_config, w0=cfg.w0, sigma=cfg.sigma,
-                                       boundary_width=cfg.boundary_width, ignore_label=cfg.ignore_label,
-                                       spacing=voxel_size or None, rng=rng) for i, l in train_pairs]
+    examples: list[Example] = prepare_all(train_pairs, net.model_config, rng=rng, w0=cfg.w0, sigma=cfg.sigma,
+                                          boundary_width=cfg.boundary_width, ignore_label=cfg.ignore_label,
+                                          spacing=voxel_size or None)
     if cfg.ignore_label is not None:
         val_pairs = [(i, np.where(l == cfg.ignore_label, 0, l)) for i, l in val_pairs]
     geometry = net.geometry
