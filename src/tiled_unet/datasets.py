@@ -86,9 +86,7 @@ def prepare_all(pairs: Sequence[tuple[np.ndarray, np.ndarray]], model: ModelConf
     def arrays(pair):
         return _prepared_arrays(pair[0], pair[1], model, **options)
 
-    if threads == 1 or len(pairs) < 2:
-        return [_example(image, arrays((image, labels)), rng) for image, labels in pairs]
-    with ThreadPoolExecutor(min(threads, len(pairs))) as pool:
+    with ThreadPoolExecutor(max(1, min(threads, len(pairs)))) as pool:
         return [_example(pair[0], result, rng) for pair, result in zip(pairs, pool.map(arrays, pairs))]
 
 
