@@ -4,9 +4,9 @@ Everything is generated from fixed seeds by :func:`tiled_unet.synthetic.render_n
 (random density, size, shape, clumps of touching nuclei, texture, brightness, blur, haze,
 uneven illumination, Poisson + Gaussian camera noise), so the models are reproducible
 from this script alone (both were trained on a GPU, then tuned and scored on CPU; ``nuclei-2d``
-was then fine-tuned on CPU; the ``nuclei-3d`` run stopped at its time limit after 14 of 16 epochs,
-was resumed on CPU, fine-tuned there for 7 more epochs, and then three times on a GPU with patches
-made there):
+was then fine-tuned twice on CPU, the second time with five times the images; the ``nuclei-3d``
+run stopped at its time limit after 14 of 16 epochs, was resumed on CPU, fine-tuned there for 7
+more epochs, and then three times on a GPU with patches made there):
 
     python scripts/train_builtin_models.py nuclei-2d --device cuda --workers 3 --train-only --out trained
     python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors --set held_out=12 \\
@@ -14,6 +14,10 @@ made there):
     python scripts/train_builtin_models.py nuclei-2d --init trained/gpu/nuclei-2d.safetensors --train-only \\
         --checkpoints ck-ft2d --out trained --epochs 20 --steps 100 --set lr=0.0003 augment_on=device precision=bfloat16
     python scripts/train_builtin_models.py nuclei-2d --retune trained/nuclei-2d.safetensors
+    python scripts/train_builtin_models.py nuclei-2d --init src/tiled_unet/models/nuclei-2d.safetensors --train-only \\
+        --checkpoints ck-cpu1 --out trained/cpu1 --epochs 10 --steps 1000 --images 960 \\
+        --set lr=0.0002 augment_on=device precision=bfloat16
+    python scripts/train_builtin_models.py nuclei-2d --retune trained/cpu1/nuclei-2d.safetensors
     python scripts/train_builtin_models.py nuclei-3d --device cuda --workers 15 --worker-type processes \\
         --train-only --checkpoints ck --out trained
     python scripts/train_builtin_models.py nuclei-3d --resume --train-only --checkpoints ck --out trained
