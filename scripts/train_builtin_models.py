@@ -144,24 +144,25 @@ def train_model(args, recipe, train_images, train_labels):
     out = args.out / f"{args.name}.safetensors" if args.train_only else None
     try:
         net = train(train_images, train_labels, init=init, config=config, name=args.name, out=out,
-                    overwrite=True, checkpoint_dir=args.checkpoints, resume=args.resume, progress=progress)
+                    overwrite=True, checkpoint_dir=args.checkpoints, resume=args.resume, progress=progress,
+                    provenance=provenance(args, recipe))
     except KeyboardInterrupt:
-        if out is not None and out.is_file():  # the interrupted run's file says how it was made, too
-            save_model(with_provenance(load_model(out), args, recipe, interrupted=True), out, overwrite=True)
+        if out is not None and out.is_file():  # the interrupted run's file says so
+            net = load_model(out)
+            net.model_config = dataclasses.replace(net.model_config,
+                                                   training=dict(net.model_config.training, interrupted=True))
+            save_model(net, out, overwrite=True)
             print(f"interrupted: wrote {out} (not scored)", flush=True)
         raise
     return net
 
 
-def with_provenance(net, args, recipe, interrupted=False):
-    """``net`` with the recipe, device and command line in its training summary."""
+def provenance(args, recipe) -> dict:
+    """The recipe, device and command line for the training summary of the model and its checkpoints."""
     extra = dict(recipe=recipe, device=args.device, command=_command(args.argv))
     if args.init is not None:  # the starting model's own provenance, so the chain can be followed
         extra["init"] = {"file": str(args.init), "training": args.init_training}
-    if interrupted:
-        extra["interrupted"] = True
-    net.model_config = dataclasses.replace(net.model_config, training=dict(net.model_config.training, **extra))
-    return net
+    return extra
 
 
 def _command(argv: list[str]) -> str:
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
     print(f"{args.name}: generated {train_count} training and 2 x {recipe['held_out']} held-out images "
           f"of {recipe['shape']} in {time.perf_counter() - start:.0f} s", flush=True)
     if not args.retune:
-        net = with_provenance(train_model(args, recipe, train_images, train_labels), args, recipe)
+        net = train_model(args, recipe, train_images, train_labels)
         if args.train_only:
             path = save_model(net, args.out / f"{args.name}.safetensors", overwrite=True)
             print(f"wrote {path} (not scored) in {time.perf_counter() - start:.0f} s")

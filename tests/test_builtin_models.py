@@ -29,7 +29,9 @@ def test_builtin_model_segments_its_sample(name):
     stats = match(segment(image, name, device="cpu"), truth, 0.5)
     assert stats.ap >= 0.9, stats
     stored = load_model(name).model_config.training["sample"]
-    assert stats.ap == pytest.approx(stored["ap50"], abs=0.02)
+    # float32 convolutions round differently on different CPUs (oneDNN kernels), which can move one
+    # borderline cell across IoU 0.5: a change of about 2 / cells in AP
+    assert stats.ap == pytest.approx(stored["ap50"], abs=2.0 / stored["cells"])
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.endswith("3d") else n for n in NAMES])
@@ -99,9 +101,16 @@ def test_training_script_fine_tunes_from_a_model_file_and_records_it(tmp_path, c
             "base_channels=4"]
     assert script.main([*tiny, "--out", str(tmp_path / "first")]) == 0
     first = tmp_path / "first" / "nuclei-2d.safetensors"
-    assert script.main([*tiny, "--init", str(first), "--out", str(tmp_path / "tuned")]) == 0
+    more = [*tiny[:2], "4", *tiny[3:]]  # 4 training images, where the starting model had 3
+    assert script.main([*more, "--init", str(first), "--out", str(tmp_path / "tuned"),
+                        "--checkpoints", str(tmp_path / "ck")]) == 0
     tuned = load_model(tmp_path / "tuned" / "nuclei-2d.safetensors")
     assert tuned.model_config.training["init"]["file"] == str(first)
+    assert tuned.model_config.training["recipe"]["images"] == 4
+    # the checkpoints say how they were made too, so --retune of one reads this run's recipe
+    checkpoint = load_model(tmp_path / "ck" / "last.safetensors").model_config.training
+    assert checkpoint["checkpoint"] == "last" and checkpoint["recipe"]["images"] == 4
+    assert checkpoint["init"]["file"] == str(first) and checkpoint["history"] == tuned.model_config.training["history"]
     assert tuned.model_config.training["init"]["training"] == load_model(first).model_config.training
     assert tuned.model_config.training["config"]["precision"] == "bfloat16"
     before, after = load_model(first).state_dict(), tuned.state_dict()

@@ -159,6 +159,24 @@ def test_resume_equals_uninterrupted_run(pairs, tmp_path, workers, augment_on):
     assert resumed.model_config.training["epochs_run"] == 2 and full.model_config.training["epochs_run"] == 2
 
 
+def test_checkpoint_model_files_carry_this_runs_summary_not_the_starting_models(pairs, tmp_path):
+    import dataclasses
+
+    start = small_model()
+    start.model_config = dataclasses.replace(start.model_config, name="old", training={"train_images": 99})
+    train(*pairs, init=start, checkpoint_dir=tmp_path, name="mine", provenance={"recipe": {"images": 3}},
+          **{**FAST, "epochs": 2, "patience": 10})
+    for which in ("last", "best"):
+        config = tiled_unet.load_model(tmp_path / f"{which}.safetensors").model_config
+        assert config.name == "mine" and config.training["checkpoint"] == which
+        assert config.training["train_images"] == 2 and config.training["recipe"] == {"images": 3}
+        assert [h["epoch"] for h in config.training["history"]] == [1, 2]
+    with pytest.raises(ValueError, match=r"may not replace the training summary's own entries \['history'\]"):
+        next(train_iter(*pairs, init=start, provenance={"history": []}, **FAST))
+    with pytest.raises(TypeError, match="provenance must be JSON-able"):
+        next(train_iter(*pairs, init=start, provenance={"when": object()}, **FAST))
+
+
 def test_cancel_keeps_the_best_model(pairs, tmp_path):
     out = tmp_path / "model.safetensors"
     gen = train_iter(*pairs, init=small_model(), out=out, **{**FAST, "epochs": 5})

@@ -16,18 +16,27 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from .config import ModelConfig
 from .model import UNet
 from .weights import write_safetensors
 
 
 def save_checkpoint(folder: Path, net: UNet, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                    rng: np.random.Generator, best_state: dict[str, torch.Tensor]) -> None:
-    """Write the last and best weights and the optimiser / RNG state (each file replaced atomically)."""
+                    rng: np.random.Generator, best_state: dict[str, torch.Tensor],
+                    model_configs: dict[str, ModelConfig] | None = None) -> None:
+    """Write the last and best weights and the optimiser / RNG state (each file replaced atomically).
+
+    ``model_configs``: the configs (training summary so far) the ``"last"`` and ``"best"`` model
+    files carry; by default the network's own.
+    """
     from .weights import save_model
 
-    best = UNet(net.model_config)
+    configs = model_configs or {}
+    last = UNet(configs.get("last", net.model_config))
+    last.load_state_dict(net.state_dict())
+    best = UNet(configs.get("best", net.model_config))
     best.load_state_dict(best_state)
-    for model, name in ((net, "last"), (best, "best")):
+    for model, name in ((last, "last"), (best, "best")):
         tmp = folder / f".{name}.tmp.safetensors"
         save_model(model, tmp, overwrite=True)
         tmp.replace(folder / f"{name}.safetensors")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import time
@@ -217,12 +218,14 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                config: TrainConfig | None = None, out: str | os.PathLike | None = None,
                checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
                voxel_size: Sequence[float] = (), name: str = "custom", overwrite: bool = False,
-               **options: Any) -> Generator[TrainProgress, None, UNet]:
+               provenance: dict[str, Any] | None = None, **options: Any) -> Generator[TrainProgress, None, UNet]:
     """Train (or fine-tune ``init``) on ``images`` / ``labels``; yields progress, returns the best model.
 
     ``images``/``labels``: equal-length sequences of arrays or paths (TIFF, zarr), labels
     0 = background (or ``ignore_label`` = unannotated), 1..N = cells. ``options`` are
     :class:`TrainConfig` fields. ``out``: the final model file (best validation AP).
+    ``provenance``: JSON-able entries (how the data were made, the command line) added to the
+    training summary of the final model and of the checkpoint model files.
     """
     cfg = config if config is not None else TrainConfig(**options)
     if isinstance(images, (str, os.PathLike)) or isinstance(labels, (str, os.PathLike)):
@@ -230,6 +233,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     if len(images) != len(labels) or not images:
         raise ValueError(f"need the same positive number of images and label images, got {len(images)} and "
                          f"{len(labels)}")
+    _check_provenance(provenance)
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
     from .io import open_image
@@ -276,6 +280,16 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
 
         best_state = load_model(ckpt / "best.safetensors").state_dict()
     start = time.perf_counter()
+    voxel_size_out = tuple(voxel_size) or net.model_config.voxel_size
+
+    def summary(seconds: float, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+                "best_val_ap50": state["best_ap"] if val_pairs else None,
+                "train_images": len(train_pairs), "val_images": len(val_pairs),
+                "patch_input_shape": list(input_shape), "seconds": round(seconds, 1),
+                "config": cfg.to_dict(), "history": list(state["history"]), "tuned_instances": tuned,
+                **(provenance or {})}
+
     from .loss import weighted_cross_entropy
 
     if cfg.augment_on == "device":
@@ -319,7 +333,11 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             if ckpt is not None:
                 from .checkpoints import save_checkpoint
 
-                save_checkpoint(ckpt, net, optimizer, state, rng, best_state)
+                so_far = summary(time.perf_counter() - start)
+                save_checkpoint(ckpt, net, optimizer, state, rng, best_state,
+                                {which: dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
+                                                            training=dict(so_far, checkpoint=which))
+                                 for which in ("last", "best")})
             yield TrainProgress("epoch", epoch, cfg.epochs, cfg.steps_per_epoch, cfg.steps_per_epoch,
                                 float(np.mean(losses)), val_ap, state["best_ap"] if val_ap is not None else None,
                                 state["best_epoch"], time.perf_counter() - start)
@@ -337,18 +355,32 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             net.model_config = dataclasses.replace(net.model_config, instances=instances)
             tuned = {"seed_threshold": instances.seed_threshold,
                      "foreground_threshold": instances.foreground_threshold, "val_ap50": tuned_ap}
-        summary = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-                   "best_val_ap50": state["best_ap"] if val_pairs else None,
-                   "train_images": len(train_pairs), "val_images": len(val_pairs),
-                   "patch_input_shape": list(input_shape), "seconds": round(time.perf_counter() - start, 1),
-                   "config": cfg.to_dict(), "history": state["history"], "tuned_instances": tuned}
-        net.model_config = dataclasses.replace(net.model_config, name=name, training=summary,
-                                               voxel_size=tuple(voxel_size) or net.model_config.voxel_size)
+        net.model_config = dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
+                                               training=summary(time.perf_counter() - start, tuned))
         if out is not None and state["epoch"] >= 1:
             from .weights import save_model
 
             save_model(net, out, overwrite=True)
     return net
+
+
+#: the training summary's own entries, which ``provenance`` may not replace
+SUMMARY_KEYS = ("epochs_run", "best_epoch", "best_val_ap50", "train_images", "val_images", "patch_input_shape",
+                "seconds", "config", "history", "tuned_instances", "checkpoint")
+
+
+def _check_provenance(provenance: dict[str, Any] | None) -> None:
+    if provenance is None:
+        return
+    if not isinstance(provenance, dict):
+        raise TypeError(f"provenance must be a dict, got {type(provenance).__name__}")
+    clash = sorted(set(provenance) & set(SUMMARY_KEYS))
+    if clash:
+        raise ValueError(f"provenance may not replace the training summary's own entries {clash}; rename them")
+    try:
+        json.dumps(provenance)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"provenance must be JSON-able (strings, numbers, lists, dicts): {error}") from None
 
 
 def _batch_tensors(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
