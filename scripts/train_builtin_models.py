@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from tiled_unet import predict
+from tiled_unet.cellsize import training_diameter
 from tiled_unet.instances import instances_from_probabilities
 from tiled_unet.metrics import match
 from tiled_unet.synthetic import render_nuclei, sample
@@ -69,7 +70,11 @@ RECIPES = {
 }
 #: recipe entries that may be absent (defaults: lr 1e-3, targets "boundary", boundary_width 2, keep "best",
 #: augment_on "cpu", precision "auto"; with augment_on "device" the recipe's workers are not used)
-OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep", "augment_on", "precision")
+#: "real": frames of a real annotated sequence trained on with the synthetic images, e.g. "hela:0-7" (the
+#: frames cut in quarters, each quarter repeated "real_repeat" times; default 1); "real_tune": frames of the
+#: same sequence added to the tuning images, e.g. "hela:8-9" (frames 10-19 are for reporting only)
+OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep", "augment_on", "precision", "real", "real_repeat",
+                    "real_tune")
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
 
@@ -83,6 +88,32 @@ def images(recipe: dict, count: int, first_seed: int) -> tuple[list, list]:
             render = partial(render_nuclei, tuple(recipe["shape"]), None)  # (shape, config, rng=seed)
             data = list(pool.map(render, range(first_seed, first_seed + count)))
     return [d[0] for d in data], [d[1] for d in data]
+
+
+def real_frames(spec: str) -> tuple[list, list]:
+    """Frames ``"NAME:FIRST-LAST"`` of a real sequence (``benchmarks/bench_real.py``; never frames 10-19)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_real import frames_arg, load
+
+    name, _, frames = spec.partition(":")
+    chosen = frames_arg(frames)
+    if max(chosen) >= 10:
+        raise SystemExit(f"real frames {spec}: frames 10-19 are for reporting only")
+    frame_images, frame_labels, _ = load(name, chosen)
+    return frame_images, frame_labels
+
+
+def quarters(image_list: list, label_list: list, repeat: int) -> tuple[list, list]:
+    """Each image cut in four along its last two axes, each piece listed ``repeat`` times."""
+    out_images, out_labels = [], []
+    for image, labels in zip(image_list, label_list):
+        h, w = image.shape[-2] // 2, image.shape[-1] // 2
+        for y in (slice(0, h), slice(h, None)):
+            for x in (slice(0, w), slice(w, None)):
+                piece = (Ellipsis, y, x)
+                out_images += [np.ascontiguousarray(image[piece])] * repeat
+                out_labels += [np.ascontiguousarray(labels[piece])] * repeat
+    return out_images, out_labels
 
 
 def score(net, image_list, label_list, config, device="cpu") -> dict:
@@ -235,6 +266,13 @@ def main(argv=None) -> int:
     train_images, train_labels = images(recipe, train_count, TRAIN_SEED)
     tune_images, tune_labels = images(recipe, recipe["held_out"], TUNE_SEED)
     test_images, test_labels = images(recipe, recipe["held_out"], TEST_SEED)
+    if recipe.get("real") and not args.retune:
+        real_images, real_labels = quarters(*real_frames(recipe["real"]), int(recipe.get("real_repeat", 1)))
+        train_images, train_labels = train_images + real_images, train_labels + real_labels
+        print(f"{args.name}: {len(real_images)} pieces of real frames {recipe['real']} added", flush=True)
+    if recipe.get("real_tune"):
+        extra_images, extra_labels = real_frames(recipe["real_tune"])
+        tune_images, tune_labels = tune_images + extra_images, tune_labels + extra_labels
     print(f"{args.name}: generated {train_count} training and 2 x {recipe['held_out']} held-out images "
           f"of {recipe['shape']} in {time.perf_counter() - start:.0f} s", flush=True)
     if not args.retune:
@@ -243,6 +281,13 @@ def main(argv=None) -> int:
             path = save_model(net, args.out / f"{args.name}.safetensors", overwrite=True)
             print(f"wrote {path} (not scored) in {time.perf_counter() - start:.0f} s")
             return 0
+    if not net.model_config.diameter:  # a file made before models stored the diameter of their training cells
+        if args.retune:
+            train_images, train_labels = images(recipe, recipe["images"], TRAIN_SEED)
+            if recipe.get("real"):
+                train_labels += quarters(*real_frames(recipe["real"]), int(recipe.get("real_repeat", 1)))[1]
+        median, spread = training_diameter(train_labels)
+        net.model_config = dataclasses.replace(net.model_config, diameter=median, diameter_range=spread)
     instances, tuned_ap = tune_instances(net, tune_images, tune_labels, args.device)
     test = score(net, test_images, test_labels, instances, args.device)
     sample_image, sample_labels = sample(args.name)
@@ -250,15 +295,18 @@ def main(argv=None) -> int:
     summary = dict(net.model_config.training, tuned_ap50=tuned_ap, test=test, sample=on_sample,
                    held_out_images=recipe["held_out"],
                    data=f"{recipe['images']} synthetic images of {recipe['shape']} "
-                        f"(tiled_unet.synthetic.render_nuclei, seeds {TRAIN_SEED}+)")
+                        f"(tiled_unet.synthetic.render_nuclei, seeds {TRAIN_SEED}+)"
+                        + (f" and real frames {recipe['real']} (quarters x {recipe.get('real_repeat', 1)})"
+                           if recipe.get("real") else ""))
     summary.setdefault("command", f"python scripts/train_builtin_models.py {args.name}")
     summary.setdefault("device", args.device)
     if args.retune:
         summary["tuning_command"] = _command(argv)
     net.model_config = dataclasses.replace(
         net.model_config, instances=instances, training=summary,
-        description=f"fluorescent nuclei, {recipe['ndim']}D, trained on synthetic images "
-                    f"(held-out AP@0.5 {test['ap50']:.2f})")
+        description=f"fluorescent nuclei, {recipe['ndim']}D, trained on synthetic images"
+                    f"{' and real frames' if recipe.get('real') else ''} (held-out synthetic AP@0.5 "
+                    f"{test['ap50']:.2f})")
     path = save_model(net, args.out / f"{args.name}.safetensors", overwrite=True)
     print(f"instances: {instances}")
     print(f"held-out synthetic: AP@0.5 {test['ap50']:.3f}, {test['cells']} cells, merges {test['merges']}, "

@@ -5,12 +5,12 @@ __version__ = "0.1.0"
 from .config import (InferenceConfig, InstanceConfig, ModelConfig, NormalizationConfig, TileProgress,
                      UNetConfig)
 from .model import UNet
-from .predict import predict, predict_iter
+from .predict import ScalePlan, predict, predict_iter, scale_plan
 from .segment import LabelProgress, segment, segment_iter
 from .weights import builtin_models, load_model, save_model
 
 __all__ = [
     "InferenceConfig", "InstanceConfig", "LabelProgress", "ModelConfig", "NormalizationConfig",
     "TileProgress", "UNet", "UNetConfig", "__version__", "builtin_models", "load_model", "predict",
-    "predict_iter", "save_model", "segment", "segment_iter",
+    "predict_iter", "save_model", "ScalePlan", "scale_plan", "segment", "segment_iter",
 ]

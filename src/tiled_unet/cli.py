@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 from . import __version__
@@ -131,17 +132,26 @@ def _inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="built-in model name (see 'tiled-unet models') or .safetensors file")
     engine_options(p)
     p.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX, YXC (default: inferred)")
+    p.add_argument("--diameter", default="auto", help="typical cell diameter in pixels (micrometres with a "
+                   "voxel size): the image is rescaled so that its cells have a size the model was trained "
+                   "at; 'auto' (default) estimates it, 'off' uses the image as it is")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def _inference_kwargs(args: argparse.Namespace) -> dict:
     options = {"tile_shape": args.tile_shape, "device": args.device, "precision": args.precision,
-               "batch_size": args.batch_size, "axes": args.axes}
+               "batch_size": args.batch_size, "axes": args.axes, "diameter": _diameter(args.diameter)}
     if args.halo is not None:
         options["halo"] = args.halo
     if getattr(args, "voxel_size", None):
         options["voxel_size"] = tuple(args.voxel_size)
     return options
+
+
+def _diameter(text: str) -> Any:
+    from .cellsize import check_diameter
+
+    return check_diameter(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

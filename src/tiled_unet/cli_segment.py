@@ -70,8 +70,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.output is None and not args.into_ome_labels:
         raise ValueError("give -o OUTPUT (a folder, or a .tif/.zarr path for a single input), or "
                          "--into-ome-labels to write into OME-Zarr images")
+    from .cli import _diameter
+
     options = {"tile_shape": args.tile_shape, "device": args.device, "precision": args.precision,
-               "batch_size": args.batch_size}
+               "batch_size": args.batch_size, "diameter": _diameter(args.diameter)}
     if args.halo is not None:
         options["halo"] = args.halo
     model = args.model if args.model and len(args.model) > 1 else (args.model[0] if args.model else None)
@@ -91,6 +93,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def _segment_sample(args: argparse.Namespace) -> int:
     from .cli import _default_model, _instance_overrides, _output_axes, _write_tiff
+    from .cli import _diameter
     from .segment import segment_iter
     from .synthetic import sample
 
@@ -106,7 +109,7 @@ def _segment_sample(args: argparse.Namespace) -> int:
     printer = _Printer()
     gen = segment_iter(image, model, out=None if to_tiff else output, instances=_instance_overrides(args),
                        overwrite=args.overwrite, tile_shape=args.tile_shape, device=args.device,
-                       precision=args.precision, batch_size=args.batch_size)
+                       precision=args.precision, batch_size=args.batch_size, diameter=_diameter(args.diameter))
     try:
         while True:
             printer(next(gen))
@@ -149,6 +152,9 @@ def add_segment_parser(sub) -> None:
                    "metadata, else inferred)")
     g.add_argument("--voxel-size", type=float, nargs="+", metavar="S", help="voxel size of the spatial axes "
                    "in micrometres, e.g. 2.0 0.5 0.5 (default: from the file's metadata)")
+    g.add_argument("--diameter", default="auto", help="typical cell diameter in pixels, or micrometres when "
+                   "the voxel size is known: the image is rescaled so that its cells have a size the model "
+                   "was trained at; 'auto' (default) estimates it, 'off' uses the image as it is")
     g.add_argument("--block-shape", type=int, nargs="+", metavar="N", help="blocks of the zarr labelling")
     i = g.add_argument_group("instances (default: the model's stored parameters)")
     i.add_argument("--foreground-threshold", type=float, help="1 - p(background) >= this is foreground")

@@ -153,6 +153,12 @@ class ModelConfig:
     voxel_size: tuple[float, ...] = ()
     axes: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    #: median diameter of the training cells in pixels of the model's grid (0: not known);
+    #: see :mod:`tiled_unet.cellsize`
+    diameter: float = 0.0
+    #: 10th and 90th percentile of the training cells' diameters (empty: not known); images whose
+    #: cells lie in this range are not rescaled
+    diameter_range: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.class_names:
@@ -162,6 +168,10 @@ class ModelConfig:
         if self.voxel_size:
             _check(len(self.voxel_size) == self.unet.ndim and all(float(v) > 0 for v in self.voxel_size),
                    f"voxel_size must hold {self.unet.ndim} positive sizes, got {self.voxel_size!r}")
+        _check(isinstance(self.diameter, (int, float)) and self.diameter >= 0,
+               f"diameter must be a number >= 0 (0: not known), got {self.diameter!r}")
+        _check(len(self.diameter_range) in (0, 2) and all(d > 0 for d in self.diameter_range),
+               f"diameter_range must be empty or (low, high), got {self.diameter_range!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +184,8 @@ class ModelConfig:
             "voxel_size": list(self.voxel_size),
             "axes": self.axes,
             "training": dict(self.training),
+            "diameter": float(self.diameter),
+            "diameter_range": [float(d) for d in self.diameter_range],
         }
 
     @classmethod

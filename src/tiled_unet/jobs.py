@@ -75,19 +75,24 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
         cells, message = yield from _tiff_job(path, final, net, axes, voxel, probabilities, instances, options)
         return os.fspath(final), "done", cells, message
     from .resume import segment_zarr_iter
-    from .segment import _default_class_names, resolve_instance_config
+    from .segment import _default_class_names, resolve_instance_config, resolved_scale, segment_iter
 
     config = resolve_instance_config(net.model_config.instances, instances)
     class_names = tuple(net.model_config.class_names) or _default_class_names(net.config.num_classes)
     spatial_voxel = _spatial(voxel, net.config.ndim)
     notes = []
-    if spatial_voxel is not None and _needs_resampling(net, spatial_voxel):
-        raise ValueError(f"the image's voxel size {spatial_voxel} differs from the model's "
-                         f"{net.model_config.voxel_size}: resampling is done for TIFF outputs only; use "
-                         f"--format tif, or resample the image first")
-    gen = segment_zarr_iter(path, net, partial, instances=config, class_names=class_names,
-                            overwrite=overwrite, axes=axes, block_shape=block_shape, scheduler=scheduler,
-                            client=client, options=options)
+    scaled = resolved_scale(path, net, axes, dict(options, voxel_size=spatial_voxel))
+    if scaled["model_grid"]:  # resampled for the model: one zarr-to-zarr run (not resumable)
+        partial.mkdir(parents=True, exist_ok=True)
+        notes.append(f"resampled by {scale_note(scaled)} for the model (a rerun starts over)")
+        gen = segment_iter(path, net, out=partial / "labels.zarr", probabilities=partial / "probabilities.zarr",
+                           instances=config, overwrite=True, block_shape=block_shape, scheduler=scheduler,
+                           axes=axes, **{k: v for k, v in scaled.items() if k != "model_grid"})
+    else:
+        gen = segment_zarr_iter(path, net, partial, instances=config, class_names=class_names,
+                                overwrite=overwrite, axes=axes, block_shape=block_shape, scheduler=scheduler,
+                                client=client, options={k: v for k, v in scaled.items()
+                                                        if k not in ("model_grid", "voxel_size", "diameter")})
     while True:
         try:
             event = next(gen)
@@ -125,27 +130,25 @@ def _spatial(voxel: dict, ndim: int) -> tuple[float, ...] | None:
     return tuple(voxel[a] for a in axes) if all(a in voxel for a in axes) else None
 
 
-def _needs_resampling(net: Any, voxel: tuple[float, ...]) -> bool:
-    from .resample import scale_factors
-
-    return bool(net.model_config.voxel_size) and scale_factors(voxel, net.model_config.voxel_size) is not None
+def scale_note(options: dict) -> str:
+    """How a job was resampled, for its message."""
+    diameter = options.get("diameter")
+    return f"cell diameter {diameter:.1f}" if isinstance(diameter, float) else "voxel size"
 
 
 def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, probabilities: bool,
               instances: Any, options: dict) -> Generator[Any, None, tuple[int, str]]:
     """In memory: probabilities, labels per frame, label TIFF (same axes and voxel size)."""
     from .layout import parse_layout
-    from .predict import predict_iter
-    from .segment import _default_class_names, label_frames, resolve_instance_config
+    from .segment import _default_class_names, resolve_instance_config, segment_in_memory
     from .tiffmeta import write_label_tiff
 
     source = open_image(path)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
     config = resolve_instance_config(net.model_config.instances, instances)
     class_names = tuple(net.model_config.class_names) or _default_class_names(net.config.num_classes)
-    probs = yield from predict_iter(path, net, axes=layout.axes, voxel_size=_spatial(voxel, net.config.ndim),
-                                    **options)
-    labels = yield from label_frames(probs, layout.lead_shape, config, class_names)
+    labels, probs = yield from segment_in_memory(path, net, config, class_names, layout.axes,
+                                                 dict(options, voxel_size=_spatial(voxel, net.config.ndim)))
     label_axes = layout.output_axes.replace("C", "")
     sizes = {a: v for a, v in voxel.items() if a in layout.spatial_axes}
     tmp = final.parent / f".{final.name}.partial"

@@ -7,6 +7,7 @@ and *returns* the probabilities (a numpy array, or the zarr array it wrote). Clo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -17,9 +18,10 @@ from typing import Any, Callable, Generator
 import numpy as np
 import torch
 
-from . import normalize
+from . import cellsize, normalize
 from .config import InferenceConfig, TileProgress
 from .devices import auto_tile_shape, memory_budget, resolve_device, resolve_precision
+from .instances import class_roles, instances_from_probabilities, masks
 from .io import create_zarr_output, is_array_like, open_image, source_path, within_path
 from .layout import Layout, parse_layout
 from .model import UNet
@@ -159,17 +161,114 @@ def _choose_tile_shape(cfg: InferenceConfig, net: UNet, geometry: UNetGeometry, 
     return tile
 
 
+@dataclasses.dataclass(frozen=True)
+class ScalePlan:
+    """How an image is resampled for a model: ``factors`` image -> model grid per spatial axis
+    (None: not resampled) and the cell ``diameter`` used, in the image's units (None: unknown)."""
+
+    factors: tuple[float, ...] | None
+    diameter: float | None
+    estimated: bool = False
+
+
+def scale_plan(image: Any, model: UNet | str | os.PathLike, *, axes: str | None = None,
+               voxel_size: tuple[float, ...] | None = None, diameter: Any = "auto",
+               config: InferenceConfig | None = None, **options: Any) -> ScalePlan:
+    """The resampling :func:`predict` applies to ``image`` for ``voxel_size`` and ``diameter``.
+
+    ``diameter``: ``"auto"`` (estimated when the model stores the diameter of its training cells),
+    ``"off"`` (no cell-size rescale) or the cells' diameter in pixels (in ``voxel_size`` units
+    when one is given).
+    """
+    cfg = config if config is not None else InferenceConfig(**options)
+    net = _resolve_model(model)
+    source = open_image(image)
+    layout = parse_layout(source.shape, source.dtype, net.config, axes)
+    return _scale_plan(source, layout, net, voxel_size, diameter, cfg)
+
+
+def _scale_plan(source, layout: Layout, net: UNet, voxel_size, diameter, cfg: InferenceConfig) -> ScalePlan:
+    ndim, stored = net.config.ndim, net.model_config
+    diameter = cellsize.check_diameter(diameter)
+    if voxel_size is not None:
+        voxel_size = tuple(float(v) for v in voxel_size)
+        if len(voxel_size) != ndim or not all(math.isfinite(v) and v > 0 for v in voxel_size):
+            raise ValueError(f"voxel_size must have {ndim} values ({layout.spatial_axes}), each positive and "
+                             f"finite, for this {ndim}-D model, got {voxel_size}")
+    if isinstance(diameter, float) and not stored.diameter:
+        raise ValueError(f"model {stored.name!r} stores no cell diameter of its training data, so diameter= "
+                         f"cannot rescale for it; use diameter='off' (or retrain it with this version)")
+    uses_voxel = voxel_size is not None and (bool(stored.voxel_size) or stored.diameter > 0)
+    base = cellsize.base_factors(voxel_size if uses_voxel else None, stored.voxel_size, ndim)
+    scale, used, estimated = 1.0, None, False
+    if stored.diameter > 0 and diameter != "off":
+        if diameter == "auto":
+            on_base = _estimate_on_base(source, layout, net, base, cfg)
+            estimated = True
+            if on_base is None:
+                import warnings
+
+                warnings.warn(f"too few cells found to estimate their diameter; the image is used at its own "
+                              f"scale: pass diameter= (pixels{', or the unit of voxel_size' if uses_voxel else ''})"
+                              f" if its cells are much smaller or larger than {stored.diameter:.0f} pixels",
+                              stacklevel=3)
+        else:
+            on_base = cellsize.diameter_on_base(diameter, voxel_size if uses_voxel else None, base)
+        if on_base is not None:
+            scale = cellsize.size_scale(stored.diameter, on_base, stored.diameter_range)
+            used = cellsize.diameter_in_image_units(on_base, voxel_size if uses_voxel else None, base)
+    factors = tuple(b * scale for b in base)
+    if all(abs(f - 1.0) <= 0.01 for f in factors):
+        factors = None
+    return ScalePlan(factors, used, estimated)
+
+
+def _estimate_on_base(source, layout: Layout, net: UNet, base: tuple[float, ...],
+                      cfg: InferenceConfig) -> float | None:
+    """Median cell diameter on the base grid, from the model's cells on a few regions of the image."""
+    from .resample import ResampledArray, resampled_size
+
+    ndim = net.config.ndim
+    region = (256, 256) if ndim == 2 else (32, 128, 128)
+    frames = list(itertools.product(*(range(n) for n in layout.lead_shape)))
+    frames = frames[:1] + frames[len(frames) // 2:len(frames) // 2 + 1] if len(frames) > 1 else frames
+    roles = class_roles(net.model_config.class_names or ("background", "interior", "boundary"),
+                        net.config.num_classes)
+    class_names = net.model_config.class_names or ("background", "interior", "boundary")
+
+    def read(factors: tuple[float, ...]) -> list[np.ndarray]:
+        spatial = dict(zip(layout.spatial_indices, factors))
+        view = ResampledArray(source, [resampled_size(n, spatial[a]) if a in spatial else n
+                                       for a, n in enumerate(source.shape)])
+        view_layout = Layout(layout.axes, view.shape, ndim)
+        regions = []
+        for frame in frames:
+            for slices in cellsize.sample_regions(view_layout.spatial_shape, region, 4):
+                regions.append(view_layout.to_channels_first(np.asarray(view[view_layout.index(frame, slices)])))
+        return regions
+
+    def cells_of(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs = run_to_end(predict_iter(block, net, axes="C" + layout.spatial_axes, config=cfg,
+                                        diameter="off"), None)
+        foreground, _ = masks(probs, net.model_config.instances, roles)
+        return instances_from_probabilities(probs, net.model_config.instances, class_names), foreground
+
+    return cellsize.estimate_from_samples(read, cells_of, net.model_config.diameter, base,
+                                          net.model_config.diameter_range)
+
+
 def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None, axes: str | None = None,
-                 overwrite: bool = False, voxel_size: tuple[float, ...] | None = None,
-                 config: InferenceConfig | None = None, tile_hook: Any = None,
+                 overwrite: bool = False, voxel_size: tuple[float, ...] | None = None, diameter: Any = "auto",
+                 config: InferenceConfig | None = None, tile_hook: Any = None, model_grid: bool = False,
                  **options: Any) -> Generator[TileProgress, None, Any]:
     """Class probabilities of ``image``, tile by tile; yields progress, returns the result.
 
     The result has axes ``(*extra, classes, *spatial)`` (``Layout.output_axes``, e.g.
     ``"CYX"`` or ``"TCZYX"``). ``options`` are :class:`InferenceConfig` fields.
-    ``voxel_size`` (spatial axes, the model's units): when it differs from the voxel size
-    the model was trained at, the image is resampled to the model's grid and the
-    probabilities back to the image's (see :mod:`tiled_unet.resample`).
+    ``voxel_size`` (spatial axes, the model's units) and ``diameter`` (see :func:`scale_plan`):
+    when the image's voxel size or cell size differs from the model's, the image is resampled
+    to the model's grid and the probabilities back to the image's (see :mod:`tiled_unet.resample`),
+    or not back with ``model_grid=True`` (as :func:`tiled_unet.segment` labels them).
     ``tile_hook`` (for resumable and distributed runs; not with resampling): an object
     with ``skip(frame, tile) -> bool`` (tiles not to compute), ``intensity(frame)`` ->
     ``(offset, scale)`` or None (given normalisation), and ``written(frame, tiles)``,
@@ -179,12 +278,11 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     net = _resolve_model(model)
     source = open_image(image)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
-    if voxel_size is not None:
-        factors = _voxel_factors(voxel_size, net, layout)
-        if factors is not None:
-            if tile_hook is not None:
-                raise ValueError("tile_hook cannot be combined with resampling to the model's voxel size")
-            return (yield from _predict_resampled(image, source, layout, factors, net, out, overwrite, cfg))
+    plan = _scale_plan(source, layout, net, voxel_size, diameter, cfg)
+    if plan.factors is not None:
+        if tile_hook is not None:
+            raise ValueError("tile_hook cannot be combined with resampling to the model's voxel or cell size")
+        return (yield from _predict_resampled(image, source, layout, plan, net, out, overwrite, cfg, model_grid))
     device = resolve_device(cfg.device)
     amp = resolve_precision(cfg.precision, device)
     channels_last = device.type in ("cpu", "cuda") if cfg.channels_last == "auto" else bool(cfg.channels_last)
@@ -260,29 +358,26 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     return sink.finish()
 
 
-def _voxel_factors(voxel_size, net: UNet, layout: Layout) -> tuple[float, ...] | None:
-    from .resample import scale_factors
-
-    if len(voxel_size) != net.config.ndim:
-        raise ValueError(f"voxel_size must have {net.config.ndim} values ({layout.spatial_axes}), "
-                         f"got {tuple(voxel_size)}")
-    if not net.model_config.voxel_size:
-        return None
-    return scale_factors(voxel_size, net.model_config.voxel_size)
-
-
-def _predict_resampled(image, source, layout: Layout, factors, net: UNet, out, overwrite: bool,
-                       cfg: InferenceConfig) -> Generator[TileProgress, None, Any]:
-    """Predict on the image resampled to the model's voxel size, then resample back."""
+def _predict_resampled(image, source, layout: Layout, plan: ScalePlan, net: UNet, out, overwrite: bool,
+                       cfg: InferenceConfig, model_grid: bool) -> Generator[TileProgress, None, Any]:
+    """Predict on the image resampled to the model's voxel and cell size, then resample back."""
     import shutil
     import tempfile
 
     from .resample import ResampledArray, resampled_size
 
+    factors = plan.factors
+    factors = plan.factors
     spatial = dict(zip(layout.spatial_indices, factors))
     view = ResampledArray(source, [resampled_size(n, spatial[a]) if a in spatial else n
                                    for a, n in enumerate(source.shape)])
     final_shape = layout.output_shape(net.config.num_classes)
+    if model_grid:
+        probs = yield from predict_iter(view, net, out=out, axes=layout.axes, config=cfg, diameter="off",
+                                        overwrite=overwrite)
+        if hasattr(probs, "attrs"):
+            probs.attrs.update({"resampled_by": list(factors), "diameter": plan.diameter})
+        return probs
     if isinstance(out, (str, os.PathLike)) and os.path.exists(out) and not overwrite:
         raise FileExistsError(f"output {out} already exists; pass overwrite=True (CLI: --overwrite) to "
                               f"replace it, or choose another path")
@@ -290,14 +385,15 @@ def _predict_resampled(image, source, layout: Layout, factors, net: UNet, out, o
                                if isinstance(out, (str, os.PathLike)) else None)
     try:
         inner_out = None if out is None else os.path.join(scratch, "model_grid.zarr")
-        probs = yield from predict_iter(view, net, out=inner_out, axes=layout.axes, config=cfg)
+        probs = yield from predict_iter(view, net, out=inner_out, axes=layout.axes, config=cfg, diameter="off")
         back = ResampledArray(probs, final_shape)
         step = tuple(min(n, 256) for n in final_shape[-net.config.ndim:])
         chunks = (1,) * (len(final_shape) - len(step)) + step
         chunks = chunks[:len(layout.lead_shape)] + (final_shape[len(layout.lead_shape)],) + chunks[len(layout.lead_shape) + 1:]
         sink = _Sink(out, image, final_shape, chunks, cfg.output_dtype, overwrite, {
             "axes": layout.output_axes, "model": net.model_config.name,
-            "class_names": list(net.model_config.class_names), "resampled_by": list(factors)})
+            "class_names": list(net.model_config.class_names), "resampled_by": list(factors),
+            "diameter": plan.diameter})
         for index in itertools.product(*(range(0, n, c) for n, c in zip(final_shape, chunks))):
             region = tuple(slice(i, min(i + c, n)) for i, c, n in zip(index, chunks, final_shape))
             sink.write(region, back[region].astype(cfg.output_dtype, copy=False))

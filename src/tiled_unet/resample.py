@@ -86,3 +86,21 @@ class ResampledArray:
             block = np.take(block, left, axis=axis) * (1 - weight) + np.take(block, right, axis=axis) * weight
         squeeze = tuple(a for a, s in enumerate(scalars) if s)
         return block.squeeze(axis=squeeze) if squeeze else block
+
+
+def nearest_indices(n: int, m: int) -> np.ndarray:
+    """Source pixel of each of ``m`` output pixels resized from ``n`` (nearest, centres aligned)."""
+    return np.minimum(((np.arange(m) + 0.5) * (n / m)).astype(np.int64), n - 1)
+
+
+def resize_labels(labels: Any, shape: Sequence[int], region: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Labels (or any array) on a grid of ``shape`` by nearest neighbour; only ``region`` of it if given.
+
+    Pointwise, so a region equals the same part of the whole result; reads only the source
+    block that the region needs.
+    """
+    region = region or tuple(slice(0, m) for m in shape)
+    picks = [nearest_indices(n, m)[r] for n, m, r in zip(labels.shape, shape, region)]
+    box = tuple(slice(int(p.min()), int(p.max()) + 1) if len(p) else slice(0, 0) for p in picks)
+    block = np.asarray(labels[box])
+    return block[np.ix_(*[p - b.start for p, b in zip(picks, box)])]

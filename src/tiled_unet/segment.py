@@ -22,9 +22,10 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from .config import InstanceConfig, TileProgress
-from .instances import instances_from_probabilities
+from .instances import consecutive, instances_from_probabilities
 from .io import create_zarr_output, source_path, within_path
-from .predict import _resolve_model, predict_iter
+from .predict import _resolve_model, predict_iter, scale_plan
+from .resample import resize_labels
 from ._events import run_to_end
 
 INSTANCE_OPTIONS = tuple(f.name for f in dataclasses.fields(InstanceConfig))
@@ -66,6 +67,9 @@ def segment_iter(image: Any, model: Any, *, out: Any = None, probabilities: Any 
 
     Labels have axes ``(*extra, *spatial)``: 0 = background, 1..N = cells, consecutive,
     uint32 (uint64 if more are needed). ``options`` are :func:`tiled_unet.predict` options.
+    When the image is resampled for the model (``voxel_size``, ``diameter``), the labels are made
+    on the model's grid (where the instance parameters hold) and brought back to the image's grid
+    by nearest neighbour; kept ``probabilities`` are then on the model's grid.
     """
     net = _resolve_model(model)
     config = resolve_instance_config(net.model_config.instances, instances)
@@ -74,10 +78,44 @@ def segment_iter(image: Any, model: Any, *, out: Any = None, probabilities: Any 
         if probabilities is not None:
             raise ValueError("probabilities= keeps the class probabilities of a zarr-to-zarr run; "
                              "in memory (out=None) use tiled_unet.predict for them")
-        probs = yield from predict_iter(image, net, axes=axes, **options)
-        return (yield from label_frames(probs, probs.shape[:-net.config.ndim - 1], config, class_names))
+        labels, _ = yield from segment_in_memory(image, net, config, class_names, axes, options)
+        return labels
+    options = resolved_scale(image, net, axes, options)
     return (yield from _segment_to_zarr(image, net, out, probabilities, config, class_names, overwrite,
                                         block_shape, scheduler, axes, options))
+
+
+def resolved_scale(image: Any, net: Any, axes: str | None, options: dict) -> dict:
+    """``options`` with the cell diameter resolved once (estimated if asked) and ``model_grid`` set."""
+    options = dict(options)
+    voxel_size, diameter = options.pop("voxel_size", None), options.pop("diameter", "auto")
+    plan = scale_plan(image, net, axes=axes, voxel_size=voxel_size, diameter=diameter, **options)
+    return dict(options, voxel_size=voxel_size, diameter=plan.diameter or "off", model_grid=plan.factors is not None)
+
+
+def segment_in_memory(image: Any, net: Any, config: InstanceConfig, class_names: tuple[str, ...],
+                      axes: str | None, options: dict) -> Generator[Any, None, tuple[np.ndarray, np.ndarray]]:
+    """Labels on the image's grid and the probabilities they came from (on the model's grid when resampled)."""
+    options = resolved_scale(image, net, axes, options)
+    probs = yield from predict_iter(image, net, axes=axes, **options)
+    labels = yield from label_frames(probs, probs.shape[:-net.config.ndim - 1], config, class_names)
+    if not options["model_grid"]:
+        return labels, probs
+    shape = _image_grid_shape(image, net, axes)
+    spatial = shape[len(shape) - net.config.ndim:]
+    frames = [consecutive(resize_labels(frame, spatial)) for frame in labels.reshape(-1, *labels.shape[-net.config.ndim:])]
+    dtype = np.result_type(*[f.dtype for f in frames])
+    return np.stack(frames).astype(dtype).reshape(shape), probs
+
+
+def _image_grid_shape(image: Any, net: Any, axes: str | None) -> tuple[int, ...]:
+    """``(*extra, *spatial)`` of the image's own grid."""
+    from .io import open_image
+    from .layout import parse_layout
+
+    source = open_image(image)
+    layout = parse_layout(source.shape, source.dtype, net.config, axes)
+    return layout.lead_shape + layout.spatial_shape
 
 
 def label_frames(probs: np.ndarray, lead: tuple[int, ...], config: InstanceConfig,
@@ -121,25 +159,45 @@ def _segment_to_zarr(image, net, out, probabilities, config, class_names, overwr
         probs_path = Path(workdir) / "probabilities.zarr"
     else:
         probs_path = Path(probabilities)
+    resampled = options.get("model_grid", False)
+    if resampled and workdir is None:
+        workdir = tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    target = Path(workdir) / "model_grid_labels.zarr" if resampled else out
     try:
         probs = yield from predict_iter(image, net, out=probs_path, axes=axes, overwrite=overwrite, **options)
         spatial = probs.shape[-net.config.ndim:]
         lead = probs.shape[:-net.config.ndim - 1]
         if not lead:
-            yield from _stream(labels_blockwise, probs, out, config=config, class_names=class_names,
-                               block_shape=block_shape, overwrite=overwrite, scheduler=scheduler, tmpdir=workdir)
+            yield from _stream(labels_blockwise, probs, target, config=config, class_names=class_names,
+                               block_shape=block_shape, overwrite=overwrite or resampled, scheduler=scheduler,
+                               tmpdir=workdir)
         else:
-            yield from _segment_frames(probs, out, lead, spatial, config, class_names, block_shape,
-                                       overwrite, scheduler, workdir)
+            yield from _segment_frames(probs, target, lead, spatial, config, class_names, block_shape,
+                                       overwrite or resampled, scheduler, workdir)
         import zarr
 
+        if resampled:
+            _resize_into(zarr.open_array(str(target), mode="r"), out, _image_grid_shape(image, net, axes),
+                         net.config.ndim, overwrite)
         labels = zarr.open_array(str(out), mode="r+")
+        if resampled:
+            labels.attrs.update({"resampled_by": probs.attrs.get("resampled_by"),
+                                 "diameter": probs.attrs.get("diameter")})
         labels.attrs.update({"axes": probs.attrs.get("axes", "").replace("C", ""),
                              "model": net.model_config.name, "instances": config.to_dict()})
         return labels
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _resize_into(grid_labels: Any, out: Path, shape: tuple[int, ...], ndim: int, overwrite: bool) -> None:
+    """Model-grid labels into a new zarr array ``out`` on the image's grid, chunk by chunk (nearest)."""
+    chunks = (1,) * (len(shape) - ndim) + tuple(min(n, 256) for n in shape[len(shape) - ndim:])
+    target = create_zarr_output(out, shape, chunks, grid_labels.dtype, overwrite)
+    for corner in itertools.product(*(range(0, n, c) for n, c in zip(shape, chunks))):
+        region = tuple(slice(i, min(i + c, n)) for i, c, n in zip(corner, chunks, shape))
+        target[region] = resize_labels(grid_labels, shape, region)
 
 
 class LabellingCancelled(Exception):

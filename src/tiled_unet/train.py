@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .augment import AugmentConfig
+from .cellsize import training_diameter
 from .config import InstanceConfig, ModelConfig, NormalizationConfig, UNetConfig, _check, _from_dict
 from .datasets import (WORKER_TYPES, Example, PatchStream, load_pair, patch_shapes, prepare_all,
                        split_validation)
@@ -173,7 +174,7 @@ def _validation_probabilities(net: UNet, pairs: list, device: torch.device,
     from .predict import predict
 
     axes = "C" + ("YX" if net.config.ndim == 2 else "ZYX")
-    return [predict(raw, net, device=str(device), axes=axes, precision=precision) for raw, _ in pairs]
+    return [predict(raw, net, device=str(device), axes=axes, precision=precision, diameter="off") for raw, _ in pairs]
 
 
 def _mean_ap(probs: list[np.ndarray], pairs: list, config: InstanceConfig, class_names: Sequence[str]) -> float:
@@ -281,6 +282,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         best_state = load_model(ckpt / "best.safetensors").state_dict()
     start = time.perf_counter()
     voxel_size_out = tuple(voxel_size) or net.model_config.voxel_size
+    diameter, diameter_range = training_diameter([l if cfg.ignore_label is None else np.where(l == cfg.ignore_label, 0, l)
+                                  for _, l in pairs])
 
     def summary(seconds: float, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
@@ -336,7 +339,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                 so_far = summary(time.perf_counter() - start)
                 save_checkpoint(ckpt, net, optimizer, state, rng, best_state,
                                 {which: dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
-                                                            training=dict(so_far, checkpoint=which))
+                                                            diameter=diameter, diameter_range=diameter_range, training=dict(so_far, checkpoint=which))
                                  for which in ("last", "best")})
             yield TrainProgress("epoch", epoch, cfg.epochs, cfg.steps_per_epoch, cfg.steps_per_epoch,
                                 float(np.mean(losses)), val_ap, state["best_ap"] if val_ap is not None else None,
@@ -356,7 +359,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             tuned = {"seed_threshold": instances.seed_threshold,
                      "foreground_threshold": instances.foreground_threshold, "val_ap50": tuned_ap}
         net.model_config = dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
-                                               training=summary(time.perf_counter() - start, tuned))
+                                               diameter=diameter, diameter_range=diameter_range, training=summary(time.perf_counter() - start, tuned))
         if out is not None and state["epoch"] >= 1:
             from .weights import save_model
 

@@ -12,6 +12,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpin
 
 from ..config import InstanceConfig
 from ..io import source_path
+from ..cellsize import check_diameter
 from ..segment import LabelProgress, segment_iter
 from . import _estimate
 from ._common import engine_input, guess_axes, layer_data, start_worker, voxel_size_for
@@ -60,6 +61,11 @@ class SegmentWidget(Container):
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
         self._tile = SpinBox(label="tile size", min=0, max=8192, value=0,
                              tooltip="output tile edge in pixels; 0 = auto (largest that fits the memory)")
+        self._diameter = LineEdit(label="cell diameter", value="auto",
+                                  tooltip="typical cell diameter in pixels (in the layer's scale units when "
+                                          "its scale is set): the image is rescaled so that its cells have a "
+                                          "size the model was trained at; 'auto' estimates it, 'off' uses "
+                                          "the image as it is")
         self._mixed = CheckBox(text="mixed precision (bfloat16/float16)", value=False)
         self._fg = FloatSpinBox(label="foreground threshold", min=0.01, max=0.99, step=0.05)
         self._seed = FloatSpinBox(label="seed threshold", min=0.01, max=0.99, step=0.05)
@@ -79,7 +85,7 @@ class SegmentWidget(Container):
         for w in (self._estimate, self._status):
             w.native.setWordWrap(True)
         self.extend([self._image, self._axes, self._channel, self._model, self._model_file, self._device,
-                     self._tile, self._mixed, self._fg, self._seed, self._min_seed, self._growth,
+                     self._tile, self._diameter, self._mixed, self._fg, self._seed, self._min_seed, self._growth,
                      self._min_size, self._keep, self._fill, self._output, self._out_path, self._overwrite,
                      self._estimate, self._run, self._cancel, self._status])
 
@@ -210,11 +216,12 @@ class SegmentWidget(Container):
             if not path or not str(path).strip() or Path(path) == Path("."):
                 raise ValueError("zarr output needs a path: choose one under 'zarr path' (e.g. cells_labels.zarr)")
             out = Path(path)
-        voxel = voxel_size_for(net.model_config.voxel_size, inp.voxel_size)
+        voxel = voxel_size_for(net.model_config.voxel_size, inp.voxel_size, net.model_config.diameter > 0)
         gen = segment_iter(inp.data, net, out=out, overwrite=bool(self._overwrite.value), axes=inp.axes,
                            instances=self.instances(), device=self._device.value,
                            precision="auto" if self._mixed.value else "float32",
-                           tile_shape=self._tile_shape(net.config.ndim), voxel_size=voxel)
+                           tile_shape=self._tile_shape(net.config.ndim), voxel_size=voxel,
+                           diameter=check_diameter(self._diameter.value))
         return layer, inp, gen
 
     def cancel(self) -> None:

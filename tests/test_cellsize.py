@@ -1,0 +1,114 @@
+"""Cell size: measured diameters, the diameter option, its estimation and the resampled labels."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import tiled_unet
+from tiled_unet.cellsize import cell_diameters, check_diameter, scale_instances, size_scale, training_diameter
+from tiled_unet.config import InstanceConfig
+from tiled_unet.predict import scale_plan
+from tiled_unet.resample import resize_labels
+from tiled_unet.synthetic import sample
+
+
+def disk(shape, centre, radius):
+    yy, xx = np.indices(shape)
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+
+
+def test_cell_diameters_of_disks_touching_ones_and_cut_cells():
+    labels = np.zeros((80, 120), np.int32)
+    labels[disk(labels.shape, (40, 30), 10)] = 1
+    labels[disk(labels.shape, (40, 50), 10) & (labels == 0)] = 2  # touching the first
+    labels[disk(labels.shape, (40, 95), 5)] = 7
+    sizes = cell_diameters(labels)
+    assert sizes.shape == (3,)
+    np.testing.assert_allclose(sizes, [21, 21, 11], atol=1.5)
+    volume = np.repeat(labels[None], 3, axis=0)  # 3 planes: the Z extent does not limit the in-plane size
+    np.testing.assert_allclose(cell_diameters(volume), sizes)
+    median, (low, high) = training_diameter([labels])
+    assert low <= median <= high and median == pytest.approx(21, abs=1.5)
+    assert training_diameter([np.zeros((5, 5), int)]) == (0.0, ())
+
+
+def test_diameter_option_is_checked():
+    assert check_diameter("auto") == "auto" and check_diameter("OFF") == "off" and check_diameter("12.5") == 12.5
+    for bad in (0, -3, float("nan"), float("inf"), "big", True, None):
+        with pytest.raises(ValueError, match="diameter must be"):
+            check_diameter(bad)
+
+
+def test_size_scale_keeps_cells_inside_the_training_range():
+    assert size_scale(12, 20, (7, 25)) == 1.0
+    assert size_scale(12, 50, (7, 25)) == pytest.approx(0.5)
+    assert size_scale(12, 3.5, (7, 25)) == pytest.approx(2.0)
+    assert size_scale(12, 12.5) == 1.0 and size_scale(12, 24) == pytest.approx(0.5)
+
+
+def test_scale_instances_follows_the_cell_size():
+    config = InstanceConfig(min_size=32, min_seed_size=8, max_growth=6)
+    assert scale_instances(config, None) == config
+    coarser = scale_instances(config, (2.0, 2.0))  # image cells are half the model's size
+    assert (coarser.min_size, coarser.min_seed_size, coarser.max_growth) == (8, 2, 3)
+
+
+def test_resize_labels_by_nearest_neighbour_region_by_region():
+    labels = np.arange(35, dtype=np.uint32).reshape(5, 7)
+    big = resize_labels(labels, (10, 21))
+    np.testing.assert_array_equal(big, np.repeat(np.repeat(labels, 2, 0), 3, 1))
+    np.testing.assert_array_equal(resize_labels(labels, (10, 21), (slice(3, 8), slice(4, 20))), big[3:8, 4:20])
+    np.testing.assert_array_equal(resize_labels(big, (5, 7)), labels)
+
+
+@pytest.fixture(scope="module")
+def sized_model():
+    net = tiled_unet.load_model("placeholder-2d")
+    net.model_config = dataclasses.replace(net.model_config, diameter=12.0, diameter_range=(10.0, 14.0))
+    return net
+
+
+def test_given_diameter_rescales_and_tiles_stay_exact(sized_model, tmp_path):
+    image = np.random.default_rng(3).random((90, 110)).astype(np.float32)
+    plan = scale_plan(image, sized_model, diameter=28.0)
+    assert plan.factors == pytest.approx((0.5, 0.5)) and plan.diameter == pytest.approx(28.0)
+    whole = tiled_unet.segment(image, sized_model, diameter=28.0, device="cpu", precision="float32")
+    tiled = tiled_unet.segment(image, sized_model, diameter=28.0, device="cpu", precision="float32",
+                               tile_shape=(16, 16))
+    assert whole.shape == image.shape
+    np.testing.assert_array_equal(tiled, whole)
+    on_disk = tiled_unet.segment(image, sized_model, diameter=28.0, device="cpu", precision="float32",
+                                 out=tmp_path / "labels.zarr", block_shape=(20, 24))
+    np.testing.assert_array_equal(on_disk[...], whole)
+    assert on_disk.attrs["diameter"] == pytest.approx(28.0)
+    probs = tiled_unet.predict(image, sized_model, diameter=28.0, device="cpu", precision="float32")
+    assert probs.shape == (sized_model.config.num_classes,) + image.shape
+
+
+def test_voxel_size_and_diameter_in_micrometres(sized_model):
+    net3d = tiled_unet.load_model("placeholder-3d")
+    net3d.model_config = dataclasses.replace(net3d.model_config, diameter=12.0)
+    image = np.zeros((5, 64, 64), np.float32)
+    plan = scale_plan(image, net3d, voxel_size=(1.0, 0.2, 0.2), diameter=4.8)  # cells 24 pixels wide
+    assert plan.factors == pytest.approx((2.5, 0.5, 0.5))
+    assert scale_plan(image[0], sized_model, diameter="off").factors is None
+    plain = tiled_unet.load_model("placeholder-2d")
+    with pytest.raises(ValueError, match="stores no cell diameter"):
+        scale_plan(image[0], plain, diameter=10.0)
+    with pytest.raises(ValueError, match="voxel_size must have 3 values"):
+        scale_plan(image, net3d, voxel_size=(1.0, 0.0, 0.2))
+
+
+def test_estimated_diameter_follows_the_image_scale():
+    net = tiled_unet.load_model("nuclei-2d")
+    assert net.model_config.diameter > 0 and len(net.model_config.diameter_range) == 2
+    image, labels = sample("nuclei-2d")
+    truth = float(np.median(cell_diameters(labels)))
+    native = scale_plan(image, net, device="cpu").diameter
+    larger = scale_plan(ndi.zoom(image.astype(np.float32), 2.0, order=1), net, device="cpu").diameter
+    assert native == pytest.approx(truth, rel=0.2)
+    assert larger / native == pytest.approx(2.0, rel=0.15)
