@@ -9,8 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import tiled_unet
-from tiled_unet.cellsize import cell_diameters, check_diameter, scale_instances, size_scale, training_diameter
-from tiled_unet.config import InstanceConfig
+from tiled_unet.cellsize import cell_diameters, check_diameter, size_scale, training_diameter
 from tiled_unet.predict import scale_plan
 from tiled_unet.resample import resize_labels
 from tiled_unet.synthetic import sample
@@ -48,13 +47,6 @@ def test_size_scale_keeps_cells_inside_the_training_range():
     assert size_scale(12, 50, (7, 25)) == pytest.approx(0.5)
     assert size_scale(12, 3.5, (7, 25)) == pytest.approx(2.0)
     assert size_scale(12, 12.5) == 1.0 and size_scale(12, 24) == pytest.approx(0.5)
-
-
-def test_scale_instances_follows_the_cell_size():
-    config = InstanceConfig(min_size=32, min_seed_size=8, max_growth=6)
-    assert scale_instances(config, None) == config
-    coarser = scale_instances(config, (2.0, 2.0))  # image cells are half the model's size
-    assert (coarser.min_size, coarser.min_seed_size, coarser.max_growth) == (8, 2, 3)
 
 
 def test_resize_labels_by_nearest_neighbour_region_by_region():

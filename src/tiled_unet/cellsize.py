@@ -16,14 +16,12 @@ taken; when that asks for a large rescale, it is measured once more on the resca
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from .config import InstanceConfig
 
 #: relative differences of cell size below this are not worth a resampling
 SIZE_TOLERANCE = 0.1
@@ -171,15 +169,3 @@ def estimate_from_samples(read: Callable[[tuple[float, ...]], list[np.ndarray]],
         return first
     second = measure(tuple(b * scale for b in base))
     return first if second is None else second / scale
-
-
-def scale_instances(config: InstanceConfig, factors: Sequence[float] | None) -> InstanceConfig:
-    """The instance step's sizes (set for the model's grid) for the image's grid: ``factors`` image -> model."""
-    if factors is None:
-        return config
-    volume = math.prod(factors)
-    return dataclasses.replace(
-        config,
-        min_size=max(1, round(config.min_size / volume)) if config.min_size else 0,
-        min_seed_size=max(1, round(config.min_seed_size / volume)) if config.min_seed_size else 0,
-        max_growth=max(1, round(config.max_growth / factors[-1])) if config.max_growth else 0)

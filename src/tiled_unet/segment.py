@@ -103,7 +103,8 @@ def segment_in_memory(image: Any, net: Any, config: InstanceConfig, class_names:
         return labels, probs
     shape = _image_grid_shape(image, net, axes)
     spatial = shape[len(shape) - net.config.ndim:]
-    frames = [consecutive(resize_labels(frame, spatial)) for frame in labels.reshape(-1, *labels.shape[-net.config.ndim:])]
+    frames = [consecutive(resize_labels(frame, spatial))
+              for frame in labels.reshape(-1, *labels.shape[-net.config.ndim:])]
     dtype = np.result_type(*[f.dtype for f in frames])
     return np.stack(frames).astype(dtype).reshape(shape), probs
 

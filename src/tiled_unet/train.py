@@ -282,8 +282,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         best_state = load_model(ckpt / "best.safetensors").state_dict()
     start = time.perf_counter()
     voxel_size_out = tuple(voxel_size) or net.model_config.voxel_size
-    diameter, diameter_range = training_diameter([l if cfg.ignore_label is None else np.where(l == cfg.ignore_label, 0, l)
-                                  for _, l in pairs])
+    diameter, diameter_range = training_diameter(
+        [l if cfg.ignore_label is None else np.where(l == cfg.ignore_label, 0, l) for _, l in pairs])
 
     def summary(seconds: float, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
@@ -339,7 +339,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                 so_far = summary(time.perf_counter() - start)
                 save_checkpoint(ckpt, net, optimizer, state, rng, best_state,
                                 {which: dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
-                                                            diameter=diameter, diameter_range=diameter_range, training=dict(so_far, checkpoint=which))
+                                                            diameter=diameter, diameter_range=diameter_range,
+                                                            training=dict(so_far, checkpoint=which))
                                  for which in ("last", "best")})
             yield TrainProgress("epoch", epoch, cfg.epochs, cfg.steps_per_epoch, cfg.steps_per_epoch,
                                 float(np.mean(losses)), val_ap, state["best_ap"] if val_ap is not None else None,
@@ -359,7 +360,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             tuned = {"seed_threshold": instances.seed_threshold,
                      "foreground_threshold": instances.foreground_threshold, "val_ap50": tuned_ap}
         net.model_config = dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
-                                               diameter=diameter, diameter_range=diameter_range, training=summary(time.perf_counter() - start, tuned))
+                                               diameter=diameter, diameter_range=diameter_range,
+                                               training=summary(time.perf_counter() - start, tuned))
         if out is not None and state["epoch"] >= 1:
             from .weights import save_model
 
