@@ -1,6 +1,11 @@
 """napari-tiled-unet: U-Net cell segmentation with exact overlap-tile inference on large images."""
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("napari-tiled-unet")  # from the git tag at install (setuptools-scm)
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 from .config import (InferenceConfig, InstanceConfig, ModelConfig, NormalizationConfig, TileProgress,
                      UNetConfig)
