@@ -92,7 +92,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_sample(args: argparse.Namespace) -> int:
-    from .cli import _default_model, _instance_overrides, _output_axes, _write_tiff
+    from .cli import _default_model, _instance_overrides, _output_axes
     from .cli import _diameter
     from .segment import segment_iter
     from .synthetic import sample
@@ -116,8 +116,10 @@ def _segment_sample(args: argparse.Namespace) -> int:
     except StopIteration as stop:
         labels = stop.value
     printer._end()
-    if to_tiff:
-        _write_tiff(output, labels, args.overwrite, _output_axes(image, model, None).replace("C", ""))
+    if to_tiff:  # a label TIFF like those of other inputs (ImageJ, uint16 below 65,536 cells)
+        from .tiffmeta import write_label_tiff
+
+        write_label_tiff(output, labels, _output_axes(image, model, None).replace("C", ""))
     print(f"wrote {output}: instance labels, shape {tuple(labels.shape)}, {int(labels[...].max())} cells, "
           f"{time.perf_counter() - start:.1f} s")
     return 0

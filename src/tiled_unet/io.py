@@ -13,6 +13,7 @@ import zarr
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr", ".zip")
 ZARR_MAJOR = int(zarr.__version__.split(".")[0])
+UNIT = "micrometer"  # of voxel sizes in zarr attributes (OME-Zarr's name for it)
 
 
 def is_array_like(obj: Any) -> bool:
@@ -118,3 +119,13 @@ def create_zarr_output(path: str | os.PathLike, shape: tuple[int, ...], chunks: 
     if path.suffix == ".zip":
         raise ValueError(f"cannot write into a zip store ({path}); write a zarr directory instead")
     return zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+
+
+def scale_attrs(axes: str, voxel_size: dict[str, float] | None) -> dict[str, Any]:
+    """Zarr attributes that record a voxel size for an array with ``axes``: ``scale`` per axis
+    (micrometres on Z, Y, X; 1 on the others, as napari's layer scale) and ``unit``; ``{}`` when
+    no spatial axis has a known size."""
+    sizes = {a: float(v) for a, v in (voxel_size or {}).items() if a in axes and a in "ZYX"}
+    if not sizes:
+        return {}
+    return {"scale": [sizes.get(a, 1.0) for a in axes], "unit": UNIT}

@@ -10,7 +10,7 @@ from typing import Any, Generator
 import numpy as np
 
 from .batch import _stem, is_zarr, label_count, remove
-from .io import TIFF_SUFFIXES, open_image
+from .io import TIFF_SUFFIXES, open_image, scale_attrs
 from .resume import Notice
 
 SKIPPED = "skipped (exists)"
@@ -103,6 +103,7 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
             notes.append(event.text)
         yield event
     cells = label_count(labels)
+    labels.attrs.update(scale_attrs(labels.attrs.get("axes", ""), voxel))
     if probabilities:  # first: the labels in place mark the file as done
         keep = (_probs_path(final, "zarr") if not (into_ome_labels and ome is not None)
                 else path.parent / f"{_stem(path)}_{label_name}_probabilities.zarr")

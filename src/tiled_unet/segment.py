@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import InstanceConfig, TileProgress
 from .instances import consecutive, instances_from_probabilities
-from .io import create_zarr_output, source_path, within_path
+from .io import create_zarr_output, scale_attrs, source_path, within_path
 from .predict import _resolve_model, predict_iter, scale_plan
 from .resample import resize_labels
 from ._events import run_to_end
@@ -184,8 +184,10 @@ def _segment_to_zarr(image, net, out, probabilities, config, class_names, overwr
         if resampled:
             labels.attrs.update({"resampled_by": probs.attrs.get("resampled_by"),
                                  "diameter": probs.attrs.get("diameter")})
-        labels.attrs.update({"axes": probs.attrs.get("axes", "").replace("C", ""),
-                             "model": net.model_config.name, "instances": config.to_dict()})
+        label_axes = probs.attrs.get("axes", "").replace("C", "")
+        voxel = options.get("voxel_size")
+        labels.attrs.update({"axes": label_axes, "model": net.model_config.name, "instances": config.to_dict(),
+                             **scale_attrs(label_axes, dict(zip("ZYX"[-len(voxel):], voxel)) if voxel else None)})
         return labels
     finally:
         if workdir is not None:

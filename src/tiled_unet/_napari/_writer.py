@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import source_path, within_path
+from ..io import UNIT, source_path, within_path
 
 COPY_CHUNK = 256
 
@@ -21,16 +21,29 @@ def _refuse_source(path: str, data: Any) -> None:
                          f"(inputs are never overwritten)")
 
 
+def layer_axes(meta: dict, ndim: int) -> str:
+    """Axis letters of a layer from its axis labels (``z``, ``y``, ``x``, ...), else the last of TZYX."""
+    axes = "".join(str(a)[:1].upper() for a in meta.get("axis_labels") or ())
+    if len(axes) == ndim and len(set(axes)) == ndim and set(axes) <= set("TQRSUCZYX"):
+        return axes
+    return "TQRSUZYX"[-ndim:] if ndim <= 3 else "TQRSU"[:ndim - 3] + "ZYX"
+
+
+def layer_voxel_size(meta: dict, axes: str) -> dict[str, float]:
+    """The layer scale of its spatial axes, in micrometres ({} for napari's default of ones)."""
+    sizes = {a: float(s) for a, s in zip(axes, meta.get("scale") or ()) if a in "ZYX"}
+    return {} if all(v == 1.0 for v in sizes.values()) else sizes
+
+
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
-    """Write one Labels layer to a TIFF file (loads it: use zarr for labels larger than memory)."""
-    import tifffile
+    """Write one Labels layer to a TIFF with its axes and voxel size (the layer scale), as the
+    command line writes label TIFFs (loads it: use zarr for labels larger than memory)."""
+    from ..tiffmeta import write_label_tiff
 
     _refuse_source(path, data)
     array = np.asarray(data[...] if not isinstance(data, np.ndarray) else data)
-    axes = "".join(str(a)[0].upper() for a in meta.get("axis_labels") or ()) or None
-    metadata = {"axes": axes} if axes and len(axes) == array.ndim and len(set(axes)) == len(axes) else None
-    tifffile.imwrite(path, array, compression="zlib", bigtiff=array.nbytes > 2**31 - 2**25,
-                     metadata=metadata)
+    axes = layer_axes(meta, array.ndim)
+    write_label_tiff(path, array, axes, layer_voxel_size(meta, axes))
     return [path]
 
 
@@ -50,8 +63,9 @@ def write_labels_zarr(path: str, data: Any, meta: dict) -> list[str]:
     for start in np.ndindex(*(math.ceil(n / c) for n, c in zip(shape, chunks))):
         index = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(start, chunks, shape))
         out[index] = np.asarray(data[index])
-    out.attrs.update({"image-label": {}, "scale": [float(s) for s in meta.get("scale", [1.0] * len(shape))]})
-    labels = meta.get("axis_labels")
-    if labels and len(labels) == len(shape):
-        out.attrs["axes"] = "".join(str(a)[0].upper() for a in labels)
+    axes = layer_axes(meta, len(shape))
+    scale = [float(s) for s in meta.get("scale") or [1.0] * len(shape)]
+    out.attrs.update({"image-label": {}, "axes": axes, "scale": scale})
+    if layer_voxel_size(meta, axes):
+        out.attrs["unit"] = UNIT
     return [os.fspath(path)]
