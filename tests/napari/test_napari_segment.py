@@ -27,7 +27,7 @@ def test_segment_in_memory_matches_core(viewer, crop2d, wait_for_worker):
     widget.run()
     wait_for_worker(widget)
     labels = viewer.layers["cells labels"]
-    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", precision="float32")
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu")
     np.testing.assert_array_equal(labels.data, expected)
     n_true = len(np.unique(truth)) - 1
     assert abs(int(labels.data.max()) - n_true) <= max(3, n_true // 4)
@@ -68,7 +68,7 @@ def test_zarr_image_to_zarr_labels_stays_lazy(viewer, crop2d, tmp_path, wait_for
     wait_for_worker(widget)
     labels = viewer.layers["cells labels"]
     assert isinstance(labels.data, zarr.Array) and isinstance(layer.data, zarr.Array)
-    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", precision="float32")
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu")
     np.testing.assert_array_equal(labels.data[...], expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.zarr", "cells_labels.zarr"]
 
@@ -92,7 +92,7 @@ def test_every_frame_of_a_time_series(viewer, crop2d, wait_for_worker):
     widget.run()
     wait_for_worker(widget)
     labels = viewer.layers["movie labels"]
-    expected = tiled_unet.segment(stack, "nuclei-2d", axes="TYX", device="cpu", precision="float32")
+    expected = tiled_unet.segment(stack, "nuclei-2d", axes="TYX", device="cpu")
     np.testing.assert_array_equal(labels.data, expected)
     assert labels.data.shape == stack.shape and tuple(labels.scale) == (5.0, 0.5, 0.5)
 
@@ -108,7 +108,7 @@ def test_one_channel_of_a_lazy_multichannel_image(viewer, crop2d, tmp_path, wait
     widget._axes.value, widget._channel.value = "CYX", 1
     widget.run()
     wait_for_worker(widget)
-    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", precision="float32")
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu")
     np.testing.assert_array_equal(viewer.layers["two labels"].data, expected)
     assert isinstance(layer.data, zarr.Array)
     widget._channel.value = 2
@@ -131,8 +131,8 @@ def test_layer_scale_feeds_the_models_voxel_size(viewer, crop2d, tmp_path, wait_
     assert widget._model.value == str(path.resolve()) and str(path.resolve()) in REGISTRY.files
     widget.run()
     wait_for_worker(widget)
-    expected = tiled_unet.segment(image, net, voxel_size=(0.5, 0.5), device="cpu", precision="float32")
-    unscaled = tiled_unet.segment(image, net, device="cpu", precision="float32")
+    expected = tiled_unet.segment(image, net, voxel_size=(0.5, 0.5), device="cpu")
+    unscaled = tiled_unet.segment(image, net, device="cpu")
     assert not np.array_equal(expected, unscaled)
     np.testing.assert_array_equal(viewer.layers["fine labels"].data, expected)
 
@@ -147,7 +147,7 @@ def test_one_channel_of_an_rgb_image(viewer, crop2d, wait_for_worker):
     widget._channel.value = 1
     widget.run()
     wait_for_worker(widget)
-    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", precision="float32")
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu")
     labels = viewer.layers["rgb labels"]
     np.testing.assert_array_equal(labels.data, expected)
     assert labels.data.shape == image.shape
@@ -164,7 +164,7 @@ def test_3d_sample_with_a_3d_model(viewer, wait_for_worker):
     wait_for_worker(widget, timeout=120_000)
     net = tiled_unet.load_model(model)
     voxel = (2.0, 0.5, 0.5) if net.model_config.voxel_size else None
-    expected = tiled_unet.segment(layer.data, net, voxel_size=voxel, device="cpu", precision="float32")
+    expected = tiled_unet.segment(layer.data, net, voxel_size=voxel, device="cpu")
     labels = viewer.layers["nuclei 3D labels"]
     np.testing.assert_array_equal(labels.data, expected)
     assert tuple(labels.scale) == (2.0, 0.5, 0.5) and labels.data.ndim == 3

@@ -19,14 +19,36 @@ def layer_data(layer: napari.layers.Layer) -> Any:
     return layer.data[0] if layer.multiscale else layer.data
 
 
+def _named_axes(layer: napari.layers.Layer) -> str | None:
+    """The layer's axis labels as axis letters, when they are (a TIFF or zarr reader sets them)."""
+    labels = "".join(str(a).upper() for a in getattr(layer, "axis_labels", ()))
+    ndim = layer_data(layer).ndim
+    if len(labels) == ndim and set(labels) <= AXIS_LETTERS and len(set(labels)) == len(labels):
+        return labels
+    return None
+
+
+def image_ndim(layer: napari.layers.Layer) -> int:
+    """2 or 3: the spatial dimensions of a layer, for choosing a 2-D or 3-D model.
+
+    Named axes decide (a Z axis: 3-D); else RGB and 2-D data are 2-D, more axes 3-D.
+    """
+    named = _named_axes(layer)
+    if named is not None:
+        return 3 if "Z" in named else 2
+    if getattr(layer, "rgb", False):
+        return 2
+    return 3 if layer_data(layer).ndim >= 3 else 2
+
+
 def guess_axes(layer: napari.layers.Layer, ndim: int) -> str:
     """Axis letters of a layer's data for an ``ndim``-D model (RGB: channels last; extra axes: T)."""
     data = layer_data(layer)
     if getattr(layer, "rgb", False):
         return "T" * (data.ndim - 1 - ndim) + SPATIAL[ndim] + "C"
-    labels = "".join(str(a).upper() for a in getattr(layer, "axis_labels", ()))
-    if len(labels) == data.ndim and set(labels) <= AXIS_LETTERS and len(set(labels)) == len(labels):
-        return labels
+    named = _named_axes(layer)
+    if named is not None:
+        return named
     extra = data.ndim - ndim
     if extra < 0:
         return SPATIAL[ndim][-data.ndim:]
@@ -132,10 +154,11 @@ def start_worker(gen: Generator, *, description: str, yielded: Callable, returne
     def on_yield(event: Any) -> None:
         yielded(event)  # first: updating the bar may process pending events (returned, finished)
         if not bar.disable:
-            bar.n = int(1000 * min(max(fraction(event), 0.0), 1.0))
             if describe is not None:
                 bar.set_description(describe(event))
-            bar.refresh()
+            value = int(1000 * min(max(fraction(event), 0.0), 1.0))
+            if value > bar.n:  # update() emits the value event the activity dock's bar shows
+                bar.update(value - bar.n)
 
     def on_error(exc: Exception) -> None:
         if errored is not None:

@@ -1,4 +1,8 @@
-"""The models the widgets offer: built-in ones plus model files chosen or trained in this session."""
+"""The models the widgets offer: trained built-in ones plus model files chosen or trained in this session.
+
+The untrained placeholders stay available to code (``tiled_unet.load_model("placeholder-2d")``),
+not in the widgets' lists: a run with one gives no cells.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from ..weights import builtin_models, load_model
+from ..weights import BUILTIN, TRAINED, load_model
+
+DEFAULT_MODELS = {2: "nuclei-2d", 3: "nuclei-3d"}
 
 
 class ModelRegistry:
@@ -27,8 +33,14 @@ class ModelRegistry:
         return path
 
     def choices(self, *_: object) -> list[tuple[str, str]]:
-        """(label, value) pairs: built-in names, then files."""
-        return [(name, name) for name in builtin_models()] + [(f"{Path(p).name} (file)", p) for p in self.files]
+        """(label, value) pairs: the trained built-in models, then files."""
+        builtin = [(name, name) for name in TRAINED if name in BUILTIN]
+        return builtin + [(f"{Path(p).name} (file)", p) for p in self.files]
+
+    def default_for(self, ndim: int) -> str | None:
+        """The built-in model for ``ndim``-D images, if it ships."""
+        name = DEFAULT_MODELS.get(ndim)
+        return name if name in BUILTIN else None
 
     def load(self, name_or_path: str):
         """The model, loaded once per file version (a retrained file is loaded again)."""

@@ -10,12 +10,13 @@ import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
                               PushButton, RadioButtons, SpinBox, create_widget)
 
-from ..config import InstanceConfig
-from ..io import source_path
 from ..cellsize import check_diameter
+from ..config import InstanceConfig
+from ..devices import PRECISIONS
+from ..io import scale_attrs, source_path
 from ..segment import LabelProgress, segment_iter
 from . import _estimate
-from ._common import engine_input, guess_axes, layer_data, start_worker, voxel_size_for
+from ._common import SPATIAL, engine_input, guess_axes, image_ndim, layer_data, start_worker, voxel_size_for
 from ._models import REGISTRY
 
 if TYPE_CHECKING:
@@ -33,11 +34,29 @@ def _event_text(event: Any) -> str:
     return f"tile {event.done}/{event.total}{frame}"
 
 
-def _event_fraction(event: Any) -> float:
-    # tiles are most of the work: 0..0.9, labelling 0.9..1
-    if isinstance(event, LabelProgress):
-        return 0.9 + 0.1 * event.fraction
-    return 0.9 * event.fraction
+class RunProgress:
+    """Fraction done of a run, never going back: tiles 0..0.9, then labelling 0.9..1, where each
+    new labelling stage (blocks, faces, relabelling, a next frame) takes half of what is left."""
+
+    TILES = 0.9
+
+    def __init__(self) -> None:
+        self.stage: tuple | None = None
+        self.stages = 0
+
+    def __call__(self, event: Any) -> float:
+        if not isinstance(event, LabelProgress):
+            return self.TILES * event.fraction
+        if (event.stage, event.total) != self.stage or event.done == 0 and self.stage is not None:
+            self.stage, self.stages = (event.stage, event.total), self.stages + 1
+        start = 1 - 0.5 ** (self.stages - 1)
+        step = 0.5 ** self.stages
+        return self.TILES + (1 - self.TILES) * (start + step * event.fraction)
+
+
+def _known(voxel: dict[str, float]) -> dict[str, float]:
+    """A voxel size, or {} when it is napari's default scale of all ones (unknown)."""
+    return {} if all(float(v) == 1.0 for v in voxel.values()) else voxel
 
 
 class SegmentWidget(Container):
@@ -50,15 +69,23 @@ class SegmentWidget(Container):
         self.events: list[Any] = []
         self._started = 0.0
         self._flops = 0.0
-        self._image = create_widget(annotation="napari.layers.Image", label="image")
+        self._image = create_widget(annotation="napari.layers.Image", label="image",
+                                    options={"tooltip": "the image layer to segment; its scale is taken as "
+                                                        "the voxel size in micrometres (all ones: unknown)"})
         self._axes = LineEdit(label="axes", tooltip="one letter per axis of the layer's data: Z, Y, X "
                               "spatial, C channels, T (or Q, R, S, U) frames segmented one by one")
         self._channel = SpinBox(label="channel", min=0, max=1024,
-                                tooltip="the channel a one-channel model segments when the image has several")
-        self._model = ComboBox(label="model", choices=REGISTRY.choices)
+                                tooltip="the channel (index from 0 along axis C) a one-channel model "
+                                        "segments when the image has several")
+        self._model = ComboBox(label="model", choices=REGISTRY.choices,
+                               tooltip="the trained model: nuclei-2d for 2-D images, nuclei-3d for 3-D "
+                                       "stacks (chosen to match the image), or a model file")
         self._model_file = FileEdit(label="model file", mode="r", filter="*.safetensors",
-                                    tooltip="a .safetensors model file (e.g. from the Train U-Net widget)")
-        self._device = ComboBox(label="device", choices=DEVICES, value="auto")
+                                    tooltip="a .safetensors model file (e.g. from the Train U-Net widget); "
+                                            "choosing one adds it to the model list")
+        self._device = ComboBox(label="device", choices=DEVICES, value="auto",
+                                tooltip="where the network runs: auto = a CUDA GPU, else Apple MPS, else "
+                                        "the CPU")
         self._tile = SpinBox(label="tile size", min=0, max=8192, value=0,
                              tooltip="output tile edge in pixels; 0 = auto (largest that fits the memory)")
         self._diameter = LineEdit(label="cell diameter", value="auto",
@@ -66,26 +93,44 @@ class SegmentWidget(Container):
                                           "its scale is set): the image is rescaled so that its cells have a "
                                           "size the model was trained at; 'auto' estimates it, 'off' uses "
                                           "the image as it is")
-        self._mixed = CheckBox(text="mixed precision (bfloat16/float16)", value=False)
-        self._fg = FloatSpinBox(label="foreground threshold", min=0.01, max=0.99, step=0.05)
-        self._seed = FloatSpinBox(label="seed threshold", min=0.01, max=0.99, step=0.05)
-        self._min_seed = SpinBox(label="min seed size", min=0, max=10**7)
-        self._growth = SpinBox(label="max growth", min=0, max=10**4)
-        self._min_size = SpinBox(label="min cell size", min=0, max=10**9)
-        self._keep = CheckBox(text="keep unseeded regions")
-        self._fill = CheckBox(text="fill holes")
+        self._precision = ComboBox(label="precision", choices=PRECISIONS, value="auto",
+                                   tooltip="arithmetic of the network: auto = bfloat16 where the CPU or GPU "
+                                           "has it (about twice as fast), else float32; float32 = the exact "
+                                           "reference; float16 only on GPUs")
+        self._fg = FloatSpinBox(label="foreground threshold", min=0.01, max=0.99, step=0.05,
+                                tooltip="a pixel is a cell pixel when 1 - p(background) reaches this "
+                                        "probability (0..1); lower finds fainter cells")
+        self._seed = FloatSpinBox(label="seed threshold", min=0.01, max=0.99, step=0.05,
+                                  tooltip="cell centres (seeds) are where p(interior) reaches this probability "
+                                          "(0..1); higher splits touching cells apart more often")
+        self._min_seed = SpinBox(label="min seed size", min=0, max=10**7,
+                                 tooltip="seeds smaller than this many pixels are dropped (fewer false splits)")
+        self._growth = SpinBox(label="max growth", min=0, max=10**4,
+                               tooltip="seeds grow through the foreground by at most this many pixels")
+        self._min_size = SpinBox(label="min cell size", min=0, max=10**9,
+                                 tooltip="cells smaller than this many pixels (voxels in 3-D) are removed")
+        self._keep = CheckBox(text="keep unseeded regions",
+                              tooltip="foreground regions no seed reaches become cells of their own")
+        self._fill = CheckBox(text="fill holes", tooltip="background enclosed by one cell joins that cell")
         self._output = RadioButtons(label="output", choices=(IN_MEMORY, ZARR), value=IN_MEMORY,
-                                    orientation="horizontal")
-        self._out_path = FileEdit(label="zarr path", mode="w", filter="*.zarr")
-        self._overwrite = CheckBox(text="overwrite an existing zarr output", value=False)
-        self._estimate = Label(label="estimate")
-        self._run = PushButton(text="Run")
-        self._cancel = PushButton(text="Cancel", enabled=False)
-        self._status = Label(label="status", value="ready")
+                                    orientation="horizontal",
+                                    tooltip="in memory: a Labels layer; zarr: labels written block by block to "
+                                            "a zarr folder (for images larger than memory), shown lazily")
+        self._out_path = FileEdit(label="zarr path", mode="w", filter="*.zarr",
+                                  tooltip="the zarr folder the labels are written to (with the voxel size)")
+        self._overwrite = CheckBox(text="overwrite an existing zarr output", value=False,
+                                   tooltip="replace the zarr folder if it exists (else the run stops)")
+        self._estimate = Label(label="estimate", tooltip="memory and time this run is expected to take")
+        self._run = PushButton(text="Run", tooltip="segment the image in the background; the labels appear "
+                                                   "as a new layer")
+        self._cancel = PushButton(text="Cancel", enabled=False,
+                                  tooltip="stop after the current tile or block; nothing is added")
+        self._status = Label(label="status", value="ready", tooltip="what the last run did")
+        self._progress = RunProgress()
         for w in (self._estimate, self._status):
             w.native.setWordWrap(True)
         self.extend([self._image, self._axes, self._channel, self._model, self._model_file, self._device,
-                     self._tile, self._diameter, self._mixed, self._fg, self._seed, self._min_seed, self._growth,
+                     self._tile, self._diameter, self._precision, self._fg, self._seed, self._min_seed, self._growth,
                      self._min_size, self._keep, self._fill, self._output, self._out_path, self._overwrite,
                      self._estimate, self._run, self._cancel, self._status])
 
@@ -127,9 +172,25 @@ class SegmentWidget(Container):
         self._fg.value, self._seed.value = cfg.foreground_threshold, cfg.seed_threshold
         self._min_seed.value, self._growth.value = cfg.min_seed_size, cfg.max_growth
         self._min_size.value, self._keep.value, self._fill.value = cfg.min_size, cfg.keep_unseeded, cfg.fill_holes
-        self._on_image()
+        self._fill_from_image()
 
     def _on_image(self) -> None:
+        """A new image: the built-in model of its dimensions (2-D/3-D) unless the chosen one fits."""
+        layer = self._image.value
+        if layer is not None:
+            ndim = image_ndim(layer)
+            default = REGISTRY.default_for(ndim)
+            try:
+                fits = self._net().config.ndim == ndim
+            except Exception:
+                fits = False
+            if not fits and default is not None and default != self._model.value:
+                self._model.value = default  # fills the rest through _on_model
+                return
+        self._fill_from_image()
+
+    def _fill_from_image(self) -> None:
+        """Axes, output and estimate for the chosen image and model."""
         layer = self._image.value
         if layer is None:
             self._update_estimate()
@@ -194,13 +255,14 @@ class SegmentWidget(Container):
             return
         layer, inp, gen = job
         self.events = []
+        self._progress = RunProgress()
         self._started = time.perf_counter()
         self._run.enabled, self._cancel.enabled = False, True
         self._status.value = "running"
         self.worker = start_worker(
             gen, description=f"Segmenting {layer.name}", yielded=self._on_yield,
             returned=lambda labels: self._on_done(labels, layer, inp), finished=self._on_finished,
-            fraction=_event_fraction, describe=lambda e: f"Segmenting {layer.name}: {_event_text(e)}",
+            fraction=self._progress, describe=lambda e: f"Segmenting {layer.name}: {_event_text(e)}",
             errored=self._on_error)
 
     def _prepare(self):
@@ -219,7 +281,7 @@ class SegmentWidget(Container):
         voxel = voxel_size_for(net.model_config.voxel_size, inp.voxel_size, net.model_config.diameter > 0)
         gen = segment_iter(inp.data, net, out=out, overwrite=bool(self._overwrite.value), axes=inp.axes,
                            instances=self.instances(), device=self._device.value,
-                           precision="auto" if self._mixed.value else "float32",
+                           precision=self._precision.value,
                            tile_shape=self._tile_shape(net.config.ndim), voxel_size=voxel,
                            diameter=check_diameter(self._diameter.value))
         return layer, inp, gen
@@ -242,8 +304,12 @@ class SegmentWidget(Container):
         seconds = time.perf_counter() - self._started
         _estimate.record_speed(self._device.value, self._flops, seconds)
         name = f"{layer.name} labels"
+        if not isinstance(labels, np.ndarray):  # the zarr output keeps the layer's voxel size
+            spatial = SPATIAL[len(inp.voxel_size)]
+            labels.attrs.update(scale_attrs(inp.out_axes, _known(dict(zip(spatial, inp.voxel_size)))))
         self._viewer.add_labels(labels, name=name, scale=inp.scale, translate=inp.translate,
                                 axis_labels=inp.axis_labels)
+        self._viewer.reset_view()
         where = f"zarr {self._out_path.value}" if not isinstance(labels, np.ndarray) else "memory"
         cells = f"{int(labels.max())} cells, " if isinstance(labels, np.ndarray) else ""
         self._status.value = f"done: {cells}{seconds:.1f} s, labels in {where}"

@@ -79,37 +79,60 @@ class TrainWidget(Container):
         self.model = None
         self._started = 0.0
         self._pairs = Container(label="image / labels pairs", layout="vertical")
-        self._add_pair = PushButton(text="Add a pair")
-        self._remove_pair = PushButton(text="Remove the last pair")
-        self._ignore = CheckBox(text="unannotated pixels (label 0) are ignored", value=False)
+        self._add_pair = PushButton(text="Add a pair", tooltip="train on one more image with its painted labels")
+        self._remove_pair = PushButton(text="Remove the last pair", tooltip="drop the last image / labels pair")
+        self._ignore = CheckBox(text="unannotated pixels (label 0) are ignored", value=False,
+                                tooltip="for partly painted images: label 0 is not used by the loss, the "
+                                        "background label below marks background")
         self._background = SpinBox(label="background label", min=1, max=2**31 - 1, value=1, visible=False,
                                    tooltip="with 'ignored': paint background with this label")
-        self._init = ComboBox(label="start from", choices=self._init_choices)
-        self._epochs = SpinBox(label="epochs", min=1, max=100000, value=20)
-        self._steps = SpinBox(label="steps per epoch", min=1, max=100000, value=50)
-        self._batch = SpinBox(label="batch size", min=1, max=1024, value=4)
+        self._init = ComboBox(label="start from", choices=self._init_choices,
+                              tooltip="a new (untrained) network, or a model to fine-tune")
+        self._epochs = SpinBox(label="epochs", min=1, max=100000, value=20,
+                               tooltip="training rounds; each ends with a validation score, and the best "
+                                       "model so far is kept")
+        self._steps = SpinBox(label="steps per epoch", min=1, max=100000, value=50,
+                              tooltip="optimiser steps (batches of patches) per epoch")
+        self._batch = SpinBox(label="batch size", min=1, max=1024, value=4,
+                              tooltip="patches per optimiser step")
         self._patch = SpinBox(label="patch size", min=0, max=4096, value=0,
                               tooltip="output patch edge in pixels; 0 = 96x96 (2D) or 24x48x48 (3D)")
-        self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=1e-3)
-        self._w0 = FloatSpinBox(label="w0 (border weight)", min=0.0, max=1000.0, step=1.0, value=10.0)
-        self._sigma = FloatSpinBox(label="sigma (border width)", min=0.1, max=1000.0, step=0.5, value=5.0)
-        self._val = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05, value=0.2)
-        self._device = ComboBox(label="device", choices=DEVICES, value="auto")
+        self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=1e-3,
+                                tooltip="the Adam optimiser's step size (at the start of a cosine "
+                                        "schedule)")
+        self._w0 = FloatSpinBox(label="w0 (border weight)", min=0.0, max=1000.0, step=1.0, value=10.0,
+                                tooltip="extra loss weight on the background between touching cells "
+                                        "(0 = class balancing only)")
+        self._sigma = FloatSpinBox(label="sigma (border width)", min=0.1, max=1000.0, step=0.5, value=5.0,
+                                   tooltip="how far from the cells the border weight reaches, in pixels (in "
+                                           "the labels layer's scale units when its scale is set)")
+        self._val = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05, value=0.2,
+                                 tooltip="share (0..0.9) of the pairs (of one image: its last part along "
+                                         "the longest axis) kept out of training to score each epoch (AP@0.5)")
+        self._device = ComboBox(label="device", choices=DEVICES, value="auto",
+                                tooltip="where the network trains: auto = a CUDA GPU, else Apple MPS, else "
+                                        "the CPU")
         self._workers = SpinBox(label="patch workers", min=0, max=max(os.cpu_count() or 1, 1), value=0,
                                 tooltip="threads that prepare patches ahead of the training step; several keep "
                                         "a GPU busy (0 = in the training loop)")
         self._augment_on = ComboBox(label="patches made on", choices=["cpu", "device"], value="cpu",
                                     tooltip="cpu: in the loop or the patch workers; device: on the training "
                                             "device (e.g. the GPU), with the training data copied there once")
-        self._name = LineEdit(label="model name", value="custom")
-        self._out = FileEdit(label="model file", mode="w", filter="*.safetensors")
-        self._overwrite = CheckBox(text="overwrite an existing model file", value=False)
-        self._preview = PushButton(text="Preview weight map")
-        self._run = PushButton(text="Train")
-        self._cancel = PushButton(text="Cancel (keeps the best model so far)", enabled=False)
-        self._progress = Label(label="progress", value="")
-        self._history = Label(label="epochs", value="")
-        self._status = Label(label="status", value="ready")
+        self._name = LineEdit(label="model name", value="custom", tooltip="the name stored in the model file")
+        self._out = FileEdit(label="model file", mode="w", filter="*.safetensors",
+                             tooltip="where the trained model is saved (.safetensors); it then appears in "
+                                     "the Segment widget's model list")
+        self._overwrite = CheckBox(text="overwrite an existing model file", value=False,
+                                   tooltip="replace the model file if it exists (else training does not start)")
+        self._preview = PushButton(text="Preview weight map",
+                                   tooltip="show the loss weights of the first pair's labels as an image layer")
+        self._run = PushButton(text="Train", tooltip="train in the background")
+        self._cancel = PushButton(text="Cancel (keeps the best model so far)", enabled=False,
+                                  tooltip="stop after the current step; the best model so far is saved")
+        self._progress = Label(label="progress", value="", tooltip="the current epoch and step")
+        self._history = Label(label="validation", value="",
+                              tooltip="the last epochs' mean loss and validation AP@0.5")
+        self._status = Label(label="status", value="ready", tooltip="what the last run did")
         for w in (self._progress, self._history, self._status):
             w.native.setWordWrap(True)
         self.extend([self._pairs, self._add_pair, self._remove_pair, self._ignore, self._background, self._init,
@@ -148,8 +171,11 @@ class TrainWidget(Container):
 
     def add_pair(self) -> Container:
         row = Container(layout="horizontal", labels=False)
-        row.extend([create_widget(annotation="napari.layers.Image", label="image"),
-                    create_widget(annotation="napari.layers.Labels", label="labels")])
+        row.extend([create_widget(annotation="napari.layers.Image", label="image",
+                                  options={"tooltip": "an image to train on"}),
+                    create_widget(annotation="napari.layers.Labels", label="labels",
+                                  options={"tooltip": "its painted cells (one label per cell, 0 = background); "
+                                                      "the labels layer's scale is the voxel size"})])
         self._pairs.append(row)
         row.reset_choices()
         return row
