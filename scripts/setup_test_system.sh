@@ -73,10 +73,14 @@ if ! command -v apt-get >/dev/null || [ "$SUDO" = none ]; then
     exit 1
 fi
 
-echo "setup_test_system: installing $(cut -d' ' -f1 <<<"$NEEDED" | paste -sd' ')"
-$SUDO apt-get update -qq
-# shellcheck disable=SC2046
-$SUDO apt-get install -y -qq --no-install-recommends $(cut -d' ' -f1 <<<"$NEEDED") >/dev/null
+PACKAGES=$(cut -d' ' -f1 <<<"$NEEDED" | paste -sd' ')
+echo "setup_test_system: installing $PACKAGES"
+# shellcheck disable=SC2086
+if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null; }; then
+    echo "setup_test_system: apt-get failed" >&2
+    tell_what_to_install "$NEEDED"
+    exit 1
+fi
 
 NEEDED=$(missing)
 if [ -n "$NEEDED" ]; then
