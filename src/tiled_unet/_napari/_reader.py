@@ -1,4 +1,5 @@
-"""Reader: zarr arrays and OME-Zarr images (pyramids as multiscale layers), opened lazily.
+"""Reader: zarr arrays, OME-Zarr images (pyramids as multiscale layers, with their labels) and
+TIFF files, opened lazily with their axes and voxel size (micrometres) as the layer scale.
 
 Nothing is computed over the whole array: contrast limits come from OME ``omero``
 metadata, or from the smallest pyramid level when it is small, or from one chunk.
@@ -13,12 +14,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..io import TIFF_SUFFIXES, open_tiff
+from ..tiffmeta import read_tiff_meta
+
 ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 SAMPLE_LIMIT = 1 << 22  # elements read at most to guess contrast limits
+LABELS_STEM = "_labels"  # integer TIFFs named <stem>_labels.tif open as Labels layers
 
 
 def get_reader(path: str | list[str]) -> Callable | None:
-    """The reader function for a zarr directory, else ``None`` (napari tries other readers)."""
+    """The reader for a zarr directory or a TIFF file, else ``None`` (napari tries other readers)."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
@@ -26,9 +31,39 @@ def get_reader(path: str | list[str]) -> Callable | None:
     if not isinstance(path, (str, os.PathLike)):
         return None
     p = Path(path)
+    if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES:
+        return read_tiff
     if not p.is_dir() or not any((p / m).exists() for m in ZARR_MARKERS):
         return None
     return read_zarr
+
+
+def read_tiff(path: str | list[str]) -> list[tuple]:
+    """Layer data for one TIFF: ImageJ / OME axes as axis labels, the voxel size as the scale.
+
+    RGB(A) samples become an RGB layer; integer images named ``*_labels.tif`` a Labels layer.
+    """
+    if isinstance(path, list):
+        path = path[0]
+    meta = read_tiff_meta(path)
+    data = open_tiff(path)
+    stem = Path(path).name.split(".")[0]
+    axes = meta.axes
+    rgb = bool(axes) and axes[-1] == "C" and data.shape[-1] in (3, 4)
+    geometry = axes[:-1] if rgb else axes
+    layer: dict[str, Any] = {"name": stem}
+    if geometry:
+        layer["axis_labels"] = tuple(geometry.lower())
+        layer["scale"] = tuple(meta.voxel_size.get(a, 1.0) for a in geometry)
+    elif {"Y", "X"} <= set(meta.voxel_size) and data.ndim >= 2 and data.shape[-1] not in (3, 4):
+        layer["scale"] = (1.0,) * (data.ndim - 2) + (meta.voxel_size["Y"], meta.voxel_size["X"])
+    if stem.endswith(LABELS_STEM) and np.dtype(data.dtype).kind in "iu":
+        return [(data, layer, "labels")]
+    if rgb:
+        layer["rgb"] = True
+    elif np.dtype(data.dtype).kind != "b":
+        layer["contrast_limits"] = _contrast_limits([data])
+    return [(data, layer, "image")]
 
 
 def read_zarr(path: str | list[str]) -> list[tuple]:
@@ -51,7 +86,24 @@ def read_zarr(path: str | list[str]) -> list[tuple]:
         if kind == "image":
             meta["contrast_limits"] = _contrast_limits([node])
         return [(node, meta, kind)]
-    return [_read_ome(node, name, str(path))]
+    return [_read_ome(node, name, str(path)), *_ome_labels(node)]
+
+
+def _ome_labels(group: Any) -> list[tuple]:
+    """The label images an OME-Zarr image lists under ``labels/`` (unreadable ones left out)."""
+    if "labels" not in group:
+        return []
+    attrs = dict(group["labels"].attrs)
+    names = attrs.get("ome", attrs).get("labels") or []
+    layers = []
+    for name in names:
+        try:
+            data, meta, _ = _read_ome(group["labels"][name], str(name), str(name))
+        except (KeyError, ValueError):
+            continue
+        meta.pop("contrast_limits", None)
+        layers.append((data, meta, "labels"))
+    return layers
 
 
 def _is_labels(attrs: dict, dtype: np.dtype) -> bool:
@@ -106,8 +158,8 @@ def _contrast_limits(levels: list) -> list[float]:
     smallest = levels[-1]
     if math.prod(smallest.shape) <= SAMPLE_LIMIT:
         values = np.asarray(smallest[...])
-    else:
-        chunks = getattr(smallest, "chunks", smallest.shape)
+    else:  # one chunk; without chunks (a memory map) the middle plane
+        chunks = getattr(smallest, "chunks", None) or (1,) * (smallest.ndim - 2) + tuple(smallest.shape[-2:])
         index = tuple(slice(max(n // 2 - c // 2, 0), max(n // 2 - c // 2, 0) + c)
                       for n, c in zip(smallest.shape, chunks))
         values = np.asarray(smallest[index])
