@@ -104,3 +104,39 @@ def test_estimated_diameter_follows_the_image_scale():
     larger = scale_plan(ndi.zoom(image.astype(np.float32), 2.0, order=1), net, device="cpu").diameter
     assert native == pytest.approx(truth, rel=0.2)
     assert larger / native == pytest.approx(2.0, rel=0.15)
+
+
+def _disks(diameter: float, count: int = 9) -> np.ndarray:
+    """A label image of ``count`` disks of ``diameter`` pixels in a row."""
+    radius = max(diameter / 2, 1.0)
+    size = int(2 * radius + 4)
+    labels = np.zeros((size, size * count), np.int32)
+    for i in range(count):
+        labels[disk(labels.shape, (size / 2, size * i + size / 2), radius)] = i + 1
+    return labels
+
+
+@pytest.mark.parametrize("true_diameter, texture, expected", [
+    (64.0, 8.0, 64.0),  # large textured cells: the model finds 8-px texture until the image is shrunk
+    (20.0, None, 20.0),  # plain cells: the first size holds at half scale
+])
+def test_estimate_shrinks_the_image_until_the_cell_size_holds(true_diameter, texture, expected):
+    from tiled_unet.cellsize import estimate_from_samples
+
+    def read(factors):
+        return [np.float32(factors[0])]
+
+    def cells_of(region):  # what a model trained on ~12-px cells finds at scale k
+        apparent = true_diameter * float(region)
+        found = texture if texture and apparent > 30 else apparent
+        return _disks(found), None
+
+    estimate = estimate_from_samples(read, cells_of, 12.0, (1.0, 1.0), (7.0, 25.0))
+    assert estimate == pytest.approx(expected, rel=0.15)
+
+
+def test_estimate_is_none_without_cells():
+    from tiled_unet.cellsize import estimate_from_samples
+
+    empty = np.zeros((32, 32), np.int32)
+    assert estimate_from_samples(lambda f: [0], lambda r: (empty, None), 12.0, (1.0, 1.0)) is None

@@ -29,6 +29,10 @@ SIZE_TOLERANCE = 0.1
 REFINE_BEYOND = 1.5
 #: fewer cells than this give no estimate
 MIN_CELLS = 5
+#: two sizes measured a halving apart that agree this closely (ratio) confirm a cell size
+STABLE_WITHIN = 1.3
+#: the image is shrunk at most this much to find a size that holds (16: cells up to ~16x the model's)
+MAX_SHRINK = 16
 
 
 def cell_diameters(cells: np.ndarray, foreground: np.ndarray | None = None) -> np.ndarray:
@@ -152,20 +156,36 @@ def estimate_from_samples(read: Callable[[tuple[float, ...]], list[np.ndarray]],
 
     ``read(factors)`` returns sample regions of the image resampled by ``factors``;
     ``cells_of(region)`` returns ``(cells, foreground)`` predicted by the model.
+    Cells keep their size when the image is shrunk, texture inside large cells does not: the
+    model's cells are measured at the image's scale and then at half, a quarter, ... of it, and
+    the first size that a halving confirms (within ``STABLE_WITHIN``) is taken. Where none is
+    confirmed, the last size is taken if each halving found larger cells, else the first; such
+    a size, when far from the model's, is measured once more on the image resampled to it.
     """
-    def measure(factors: tuple[float, ...]) -> float | None:
+    def measure(k: float) -> float | None:
         sizes = []
-        for region in read(factors):
+        for region in read(tuple(b * k for b in base)):
             cells, foreground = cells_of(region)
             sizes.append(cell_diameters(cells, foreground))
         sizes = np.concatenate(sizes) if sizes else np.zeros(0)
-        return float(np.median(sizes)) if sizes.size >= MIN_CELLS else None
+        return float(np.median(sizes)) / k if sizes.size >= MIN_CELLS else None
 
-    first = measure(base)
+    first = measure(1.0)
     if first is None:
         return None
-    scale = size_scale(model_diameter, first, model_range)
+    previous, k, growing = first, 1.0, True
+    while k > 1 / MAX_SHRINK:
+        k /= 2
+        current = measure(k)
+        if current is None:
+            break
+        if abs(np.log(current / previous)) <= np.log(STABLE_WITHIN):
+            return previous
+        growing = growing and current > previous
+        previous = current
+    chosen = previous if growing else first  # no size held: texture if each shrink found larger cells
+    scale = size_scale(model_diameter, chosen, model_range)
     if 1 / REFINE_BEYOND <= scale <= REFINE_BEYOND:
-        return first
-    second = measure(tuple(b * scale for b in base))
-    return first if second is None else second / scale
+        return chosen
+    second = measure(scale)
+    return chosen if second is None else second
