@@ -66,15 +66,17 @@ RECIPES = {
     "nuclei-2d": dict(ndim=2, shape=(256, 256), images=192, depth=3, base_channels=24, patch=(96, 96),
                       epochs=200, steps=50, batch=8, held_out=36, workers=3),
     "nuclei-3d": dict(ndim=3, shape=(32, 128, 128), images=160, depth=2, base_channels=32, patch=(24, 48, 48),
-                      epochs=16, steps=140, batch=8, held_out=36, workers=1, keep="last"),
+                      epochs=16, steps=140, batch=8, held_out=36, workers=1, keep="last", rescale_to="median"),
 }
 #: recipe entries that may be absent (defaults: lr 1e-3, targets "boundary", boundary_width 2, keep "best",
 #: augment_on "cpu", precision "auto"; with augment_on "device" the recipe's workers are not used)
 #: "real": frames of a real annotated sequence trained on with the synthetic images, e.g. "hela:0-7" (the
 #: frames cut in quarters, each quarter repeated "real_repeat" times; default 1); "real_tune": frames of the
 #: same sequence added to the tuning images, e.g. "hela:8-9" (frames 10-19 are for reporting only)
+#: "rescale_to": where images whose cells lie outside the model's range of training diameters (10th-90th
+#: percentile) are brought: "range" (default: its nearest end) or "median" (ModelConfig.rescale_to)
 OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep", "augment_on", "precision", "real", "real_repeat",
-                    "real_tune")
+                    "real_tune", "rescale_to")
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
 
 
@@ -225,6 +227,8 @@ def main(argv=None) -> int:
                         "models were trained on cuda (other devices give other weights)")
     parser.add_argument("--retune", type=Path, metavar="FILE", help="skip training: load this model file (made by "
                         "this script), tune its instance parameters again, score it and write it to --out")
+    parser.add_argument("--keep-instances", action="store_true", help="with --retune: keep the file's instance "
+                        "parameters (no grid search); the file is scored and written again")
     parser.add_argument("--init", type=Path, metavar="FILE", help="fine-tune: start from this model file's "
                         "weights (the recipe's network) instead of new ones; the recipe's schedule runs from its "
                         "start")
@@ -235,6 +239,8 @@ def main(argv=None) -> int:
     args.argv = argv
     if args.init and args.retune:
         parser.error("--init starts a training run; --retune does not train")
+    if args.keep_instances and not args.retune:
+        parser.error("--keep-instances goes with --retune")
     if args.resume and (args.checkpoints is None or args.retune):
         parser.error("--resume needs --checkpoints DIR (the folder of the run to continue) and no --retune")
     if args.init is not None:
@@ -288,7 +294,13 @@ def main(argv=None) -> int:
                 train_labels += quarters(*real_frames(recipe["real"]), int(recipe.get("real_repeat", 1)))[1]
         median, spread = training_diameter(train_labels)
         net.model_config = dataclasses.replace(net.model_config, diameter=median, diameter_range=spread)
-    instances, tuned_ap = tune_instances(net, tune_images, tune_labels, args.device)
+    if recipe.get("rescale_to") not in (None, "range", "median"):
+        parser.error(f"rescale_to must be \"range\" or \"median\", got {recipe['rescale_to']!r}")
+    net.model_config = dataclasses.replace(net.model_config, rescale_to=recipe.get("rescale_to", "range"))
+    if args.keep_instances:
+        instances, tuned_ap = net.model_config.instances, net.model_config.training.get("tuned_ap50")
+    else:
+        instances, tuned_ap = tune_instances(net, tune_images, tune_labels, args.device)
     test = score(net, test_images, test_labels, instances, args.device)
     sample_image, sample_labels = sample(args.name)
     on_sample = score(net, [sample_image], [sample_labels], instances, args.device)
@@ -302,6 +314,8 @@ def main(argv=None) -> int:
     summary.setdefault("device", args.device)
     if args.retune:
         summary["tuning_command"] = _command(argv)
+        summary["recipe"] = dict(summary.get("recipe", {}), **{k: recipe[k] for k in ("rescale_to", "real_tune")
+                                                                if k in recipe})
     net.model_config = dataclasses.replace(
         net.model_config, instances=instances, training=summary,
         description=f"fluorescent nuclei, {recipe['ndim']}D, trained on synthetic images"

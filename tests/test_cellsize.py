@@ -47,6 +47,10 @@ def test_size_scale_keeps_cells_inside_the_training_range():
     assert size_scale(12, 50, (7, 25)) == pytest.approx(0.5)
     assert size_scale(12, 3.5, (7, 25)) == pytest.approx(2.0)
     assert size_scale(12, 12.5) == 1.0 and size_scale(12, 24) == pytest.approx(0.5)
+    assert size_scale(12, 20, (7, 25), "median") == 1.0  # inside: as is
+    assert size_scale(12, 50, (7, 25), "median") == pytest.approx(12 / 50)  # outside: to the median
+    with pytest.raises(ValueError, match="rescale_to"):
+        dataclasses.replace(tiled_unet.load_model("placeholder-2d").model_config, rescale_to="end")
 
 
 def test_resize_labels_by_nearest_neighbour_region_by_region():

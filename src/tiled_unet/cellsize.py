@@ -7,7 +7,7 @@ median diameter of its training cells and their 10th-90th percentile range (``Mo
 ``ModelConfig.diameter_range``, pixels on the model's grid).
 
 When an image's cells lie outside that range, the engine resamples the image so that they come
-to its nearest end (:func:`size_scale`) and brings the result back to the image's grid. Without a given
+to its nearest end, or to the median (``ModelConfig.rescale_to``; :func:`size_scale`) and brings the result back to the image's grid. Without a given
 diameter it is estimated (:func:`estimate_from_samples`): the model is run on a few regions of
 the image, its foreground and cells give the diameter of every cell found, and the median is
 taken; when that asks for a large rescale, it is measured once more on the rescaled regions
@@ -103,16 +103,20 @@ def diameter_in_image_units(on_base: float, voxel_size: Sequence[float] | None, 
     return on_base * float(voxel_size[-1]) / base[-1]
 
 
-def size_scale(model_diameter: float, on_base: float, model_range: Sequence[float] = ()) -> float:
+def size_scale(model_diameter: float, on_base: float, model_range: Sequence[float] = (),
+               rescale_to: str = "range") -> float:
     """Isotropic factor that brings cells of ``on_base`` pixels to the model's size.
 
     With a training range ``(low, high)`` (most models learn a range of sizes), cells inside it
-    are left alone and others are brought to the nearest end; without one, to ``model_diameter``.
+    are left alone and others are brought to its nearest end, or to ``model_diameter`` with
+    ``rescale_to="median"``; without a range, to ``model_diameter``.
     Within ``SIZE_TOLERANCE`` of 1 the factor is 1.
     """
     if model_range:
         low, high = model_range
         target = min(max(float(on_base), low), high)
+        if rescale_to == "median" and target != float(on_base):
+            target = float(model_diameter)
     else:
         target = float(model_diameter)
     scale = target / float(on_base)
@@ -151,7 +155,7 @@ def sample_regions(shape: Sequence[int], region: Sequence[int], count: int) -> l
 def estimate_from_samples(read: Callable[[tuple[float, ...]], list[np.ndarray]],
                           cells_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                           model_diameter: float, base: tuple[float, ...],
-                          model_range: Sequence[float] = ()) -> float | None:
+                          model_range: Sequence[float] = (), rescale_to: str = "range") -> float | None:
     """Median cell diameter on the base grid, or None when fewer than ``MIN_CELLS`` cells are found.
 
     ``read(factors)`` returns sample regions of the image resampled by ``factors``;
@@ -184,7 +188,7 @@ def estimate_from_samples(read: Callable[[tuple[float, ...]], list[np.ndarray]],
         growing = growing and current > previous
         previous = current
     chosen = previous if growing else first  # no size held: texture if each shrink found larger cells
-    scale = size_scale(model_diameter, chosen, model_range)
+    scale = size_scale(model_diameter, chosen, model_range, rescale_to)
     if 1 / REFINE_BEYOND <= scale <= REFINE_BEYOND:
         return chosen
     second = measure(scale)

@@ -159,6 +159,9 @@ class ModelConfig:
     #: 10th and 90th percentile of the training cells' diameters (empty: not known); images whose
     #: cells lie in this range are not rescaled
     diameter_range: tuple[float, ...] = ()
+    #: where cells outside ``diameter_range`` are brought: ``"range"`` (its nearest end) or
+    #: ``"median"`` (``diameter``; for models unreliable near the ends of their range)
+    rescale_to: str = "range"
 
     def __post_init__(self) -> None:
         if self.class_names:
@@ -172,6 +175,8 @@ class ModelConfig:
                f"diameter must be a number >= 0 (0: not known), got {self.diameter!r}")
         _check(len(self.diameter_range) in (0, 2) and all(d > 0 for d in self.diameter_range),
                f"diameter_range must be empty or (low, high), got {self.diameter_range!r}")
+        _check(self.rescale_to in ("range", "median"),
+               f"rescale_to must be 'range' or 'median', got {self.rescale_to!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +191,7 @@ class ModelConfig:
             "training": dict(self.training),
             "diameter": float(self.diameter),
             "diameter_range": [float(d) for d in self.diameter_range],
+            "rescale_to": self.rescale_to,
         }
 
     @classmethod

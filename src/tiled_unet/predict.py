@@ -215,7 +215,7 @@ def _scale_plan(source, layout: Layout, net: UNet, voxel_size, diameter, cfg: In
         else:
             on_base = cellsize.diameter_on_base(diameter, voxel_size if uses_voxel else None, base)
         if on_base is not None:
-            scale = cellsize.size_scale(stored.diameter, on_base, stored.diameter_range)
+            scale = cellsize.size_scale(stored.diameter, on_base, stored.diameter_range, stored.rescale_to)
             used = cellsize.diameter_in_image_units(on_base, voxel_size if uses_voxel else None, base)
     factors = tuple(b * scale for b in base)
     if all(abs(f - 1.0) <= 0.01 for f in factors):
@@ -254,7 +254,7 @@ def _estimate_on_base(source, layout: Layout, net: UNet, base: tuple[float, ...]
         return instances_from_probabilities(probs, net.model_config.instances, class_names), foreground
 
     return cellsize.estimate_from_samples(read, cells_of, net.model_config.diameter, base,
-                                          net.model_config.diameter_range)
+                                          net.model_config.diameter_range, net.model_config.rescale_to)
 
 
 def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None, axes: str | None = None,
