@@ -46,10 +46,11 @@ def test_cancel_stops_within_a_tile_and_adds_no_layer(viewer, crop2d, wait_for_w
     from napari.utils.progress import progress  # the activity dock shows these
 
     assert any(bar.desc.startswith("Segmenting big: tile") for bar in progress._all_instances)
+    at_cancel = len(widget.events)
     widget.cancel()
     wait_for_worker(widget)
     total = widget.events[0].total
-    assert total > 100 and len(widget.events) <= 3
+    assert total > 100 and len(widget.events) <= at_cancel + 2  # stopped at the next tile or so
     assert [ly.name for ly in viewer.layers] == ["big"]
     assert widget._status.value == "cancelled"
 
