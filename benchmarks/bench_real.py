@@ -123,8 +123,8 @@ def without_unmatched_border_cells(pred: np.ndarray, truth: np.ndarray) -> tuple
 
 def border_census(labels: list) -> tuple[int, int]:
     """Reference cells touching the border, and all reference cells."""
-    return (sum(len(touching_border(l)) - (0 in touching_border(l)) for l in labels),
-            sum(len(np.unique(l)) - 1 for l in labels))
+    at_border = [np.setdiff1d(touching_border(l), [0]) for l in labels]
+    return sum(len(ids) for ids in at_border), sum(len(np.unique(l)) - 1 for l in labels)
 
 
 def run_method(name: str, segment, images, labels, border_rule: bool) -> dict:
@@ -155,7 +155,8 @@ def report(result: dict) -> str:
     plain = np.mean([frame.ap for frame in result["plain"]])
     aps = " ".join(f"{ap[t]:.3f}" for t in THRESHOLDS)
     false = " ".join(f"{c:>4d}" for c in result["false_cells"])
-    return (f"{result['name'][:28]:<28} {aps}  {plain:.3f}  {f1:.3f} {n_true:>5d} {n_pred:>5d} {merges:>6d} {splits:>6d}  "
+    return (f"{result['name'][:28]:<28} {aps}  {plain:.3f}  {f1:.3f} {n_true:>5d} {n_pred:>5d} "
+            f"{merges:>6d} {splits:>6d}  "
             f"{false}  {result['seconds']:7.2f}")
 
 

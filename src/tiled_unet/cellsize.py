@@ -7,11 +7,11 @@ median diameter of its training cells and their 10th-90th percentile range (``Mo
 ``ModelConfig.diameter_range``, pixels on the model's grid).
 
 When an image's cells lie outside that range, the engine resamples the image so that they come
-to its nearest end, or to the median (``ModelConfig.rescale_to``; :func:`size_scale`) and brings the result back to the image's grid. Without a given
-diameter it is estimated (:func:`estimate_from_samples`): the model is run on a few regions of
-the image, its foreground and cells give the diameter of every cell found, and the median is
-taken; when that asks for a large rescale, it is measured once more on the rescaled regions
-(the model is most reliable near its own cell size).
+to its nearest end, or to the median (``ModelConfig.rescale_to``; :func:`size_scale`), and brings
+the result back to the image's grid. Without a given diameter it is estimated
+(:func:`estimate_from_samples`): the model is run on a few regions of the image, at its scale and
+shrunk by halves, and the median diameter of the cells it finds that holds across a halving is
+taken (texture inside large nuclei does not hold; the model is most reliable near its own size).
 """
 
 from __future__ import annotations

@@ -119,6 +119,11 @@ def _take(data: Any, axis: int, index: int) -> Any:
     return lazy[where]
 
 
+def known_voxel_size(sizes: dict[str, float]) -> dict[str, float]:
+    """``sizes`` (axis -> size), or {} for napari's default scale of all ones (unknown)."""
+    return {} if all(float(v) == 1.0 for v in sizes.values()) else sizes
+
+
 def voxel_size_for(model_voxel: tuple, voxel: tuple, knows_cell_size: bool = False) -> tuple | None:
     """The ``voxel_size=`` to pass: the layer's, when the model knows its own voxel size (or its
     cells' diameter, which makes the voxel shape matter) and the layer's is set.
@@ -126,7 +131,7 @@ def voxel_size_for(model_voxel: tuple, voxel: tuple, knows_cell_size: bool = Fal
     A scale of all ones is napari's default (unknown); the image is then taken to be at
     the model's voxel size, and nothing is resampled.
     """
-    if not (model_voxel or knows_cell_size) or all(float(v) == 1.0 for v in voxel):
+    if not (model_voxel or knows_cell_size) or not known_voxel_size(dict(enumerate(voxel))):
         return None
     return tuple(float(v) for v in voxel)
 

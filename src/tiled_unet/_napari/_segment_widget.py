@@ -16,7 +16,8 @@ from ..devices import PRECISIONS
 from ..io import scale_attrs, source_path
 from ..segment import LabelProgress, segment_iter
 from . import _estimate
-from ._common import SPATIAL, engine_input, guess_axes, image_ndim, layer_data, start_worker, voxel_size_for
+from ._common import (SPATIAL, engine_input, guess_axes, image_ndim, known_voxel_size, layer_data, start_worker,
+                      voxel_size_for)
 from ._models import REGISTRY
 
 if TYPE_CHECKING:
@@ -52,11 +53,6 @@ class RunProgress:
         start = 1 - 0.5 ** (self.stages - 1)
         step = 0.5 ** self.stages
         return self.TILES + (1 - self.TILES) * (start + step * event.fraction)
-
-
-def _known(voxel: dict[str, float]) -> dict[str, float]:
-    """A voxel size, or {} when it is napari's default scale of all ones (unknown)."""
-    return {} if all(float(v) == 1.0 for v in voxel.values()) else voxel
 
 
 class SegmentWidget(Container):
@@ -306,7 +302,7 @@ class SegmentWidget(Container):
         name = f"{layer.name} labels"
         if not isinstance(labels, np.ndarray):  # the zarr output keeps the layer's voxel size
             spatial = SPATIAL[len(inp.voxel_size)]
-            labels.attrs.update(scale_attrs(inp.out_axes, _known(dict(zip(spatial, inp.voxel_size)))))
+            labels.attrs.update(scale_attrs(inp.out_axes, known_voxel_size(dict(zip(spatial, inp.voxel_size)))))
         self._viewer.add_labels(labels, name=name, scale=inp.scale, translate=inp.translate,
                                 axis_labels=inp.axis_labels)
         self._viewer.reset_view()

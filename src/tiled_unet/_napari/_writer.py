@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..io import UNIT, source_path, within_path
+from ._common import known_voxel_size
 
 COPY_CHUNK = 256
 
@@ -31,8 +32,7 @@ def layer_axes(meta: dict, ndim: int) -> str:
 
 def layer_voxel_size(meta: dict, axes: str) -> dict[str, float]:
     """The layer scale of its spatial axes, in micrometres ({} for napari's default of ones)."""
-    sizes = {a: float(s) for a, s in zip(axes, meta.get("scale") or ()) if a in "ZYX"}
-    return {} if all(v == 1.0 for v in sizes.values()) else sizes
+    return known_voxel_size({a: float(s) for a, s in zip(axes, meta.get("scale") or ()) if a in "ZYX"})
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
