@@ -22,7 +22,7 @@ import tifffile
 import torch
 
 import tiled_unet
-from tiled_unet.batch import segment_files
+from tiled_unet.batch.files import segment_files
 from tiled_unet.synthetic import sample
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     env = {**os.environ}
     for i in range(min(args.cli_runs, args.files)):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tiled_unet.cli", "segment", str(images / f"img{i:03d}.tif"),
+        subprocess.run([sys.executable, "-m", "tiled_unet.cli.main", "segment", str(images / f"img{i:03d}.tif"),
                         "-o", str(work / f"cli{i}.tif"), "--model", args.model, "--device", args.device],
                        check=True, capture_output=True, env=env)
         cli.append(time.perf_counter() - start)

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                "--labels", str(args.out / "labels.tif"), "-o", str(model), "--overwrite", *extra]
     print(" ".join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tiled_unet.cli", *command[1:]], check=True)
+    subprocess.run([sys.executable, "-m", "tiled_unet.cli.main", *command[1:]], check=True)
     print(f"training: {(time.perf_counter() - start) / 60:.1f} min on crop {window} of frame {args.frame} "
           f"({labels[window].max()} label values)", flush=True)
     return bench_real([args.init, str(model)])

@@ -2,7 +2,7 @@
 
 Creates synthetic class-probability volumes (3 classes, float32: background, interior,
 boundary of jittered, partly touching cells) of increasing depth on disk, slab by slab,
-and runs ``tiled_unet.blockwise.labels_blockwise`` zarr -> zarr on each, each run in a
+and runs ``tiled_unet.instances.blockwise.labels_blockwise`` zarr -> zarr on each, each run in a
 fresh Python process with the default block shape and scheduler. Prints time and peak
 resident memory per size, and PASS if the peak RSS of all runs lies within 10 % of each
 other (a whole-volume approach grows with the volume).
@@ -93,7 +93,7 @@ def child(spec: dict) -> dict:
     import zarr  # noqa: F401
 
     import tiled_unet  # noqa: F401
-    from tiled_unet.blockwise import labels_blockwise
+    from tiled_unet.instances.blockwise import labels_blockwise
 
     result: dict = {}
     if spec["task"] == "labels":

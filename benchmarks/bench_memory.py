@@ -82,7 +82,7 @@ def child(spec: dict) -> dict:
     net = tiled_unet.load_model(spec["model"])
     result = {"config": net.config.to_dict()}
     if spec["task"] == "predict":
-        from tiled_unet.tiling import UNetGeometry, plan_tiles
+        from tiled_unet.engine.tiling import UNetGeometry, plan_tiles
 
         import zarr
 

@@ -20,11 +20,11 @@ import time
 import numpy as np
 import torch
 
-from tiled_unet.augment import AugmentConfig
-from tiled_unet.augment_device import DevicePatches
-from tiled_unet.datasets import PatchStream, patch_shapes, prepare
+from tiled_unet.training.augment import AugmentConfig
+from tiled_unet.training.augment_device import DevicePatches
+from tiled_unet.training.datasets import PatchStream, patch_shapes, prepare
 from tiled_unet.synthetic import render_nuclei
-from tiled_unet.train import new_model
+from tiled_unet.training.loop import new_model
 
 CASES = {"2D": dict(ndim=2, shape=(256, 256), depth=3, base=24, patch=(96, 96)),
          "3D": dict(ndim=3, shape=(32, 128, 128), depth=2, base=32, patch=(24, 48, 48))}

@@ -3,7 +3,7 @@ and in threads, side by side in one run.
 
     python benchmarks/bench_prepare.py [--ndim 3] [--images 16] [--threads 2]
 
-:func:`tiled_unet.datasets.prepare_all` does this work at the start of every training run in
+:func:`tiled_unet.training.datasets.prepare_all` does this work at the start of every training run in
 ``--threads`` threads (default in training: the CPUs the process may use, at most 8); the
 results are identical, which this script checks too.
 """
@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from tiled_unet import load_model
-from tiled_unet.datasets import prepare_all, usable_cpus
+from tiled_unet.training.datasets import prepare_all, usable_cpus
 from tiled_unet.synthetic import render_nuclei
 
 SHAPES = {2: (256, 256), 3: (32, 128, 128)}

@@ -60,7 +60,7 @@ def build_net(spec: dict):
 def engine_format():
     """The autocast dtype (or None) and memory format the engine uses on this CPU."""
     import torch
-    from tiled_unet.devices import resolve_precision
+    from tiled_unet.engine.devices import resolve_precision
 
     return resolve_precision("auto", torch.device("cpu")), torch.channels_last_3d
 
@@ -86,7 +86,7 @@ def row_raw(spec: dict, net) -> dict:
 
 def row_ours(spec: dict, net, halo: int | None) -> dict:
     import tiled_unet
-    from tiled_unet.tiling import UNetGeometry, plan_tiles
+    from tiled_unet.engine.tiling import UNetGeometry, plan_tiles
 
     shape, tile = tuple(spec["shape"]), tuple(spec["tile"])
     tiles = plan_tiles(shape, UNetGeometry(3, spec["depth"], "same", halo), tile)
@@ -182,8 +182,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def resolve_tile(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list]:
     """The output tile shape and the exact-halo plan (the engine's tiles) for the volume."""
     import torch
-    from tiled_unet.devices import auto_tile_shape, memory_budget
-    from tiled_unet.tiling import UNetGeometry, plan_tiles
+    from tiled_unet.engine.devices import auto_tile_shape, memory_budget
+    from tiled_unet.engine.tiling import UNetGeometry, plan_tiles
 
     geometry = UNetGeometry(3, args.depth, "same")
     if list(args.tile) == ["auto"]:
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(child(json.loads(args.row))), flush=True)
         return 0
     import torch
-    from tiled_unet.tiling import UNetGeometry
+    from tiled_unet.engine.tiling import UNetGeometry
 
     shape = tuple(args.shape)
     args.workdir.mkdir(parents=True, exist_ok=True)

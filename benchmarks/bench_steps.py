@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from tiled_unet.datasets import patch_shapes
-from tiled_unet.devices import cpu_supports_bf16
-from tiled_unet.loss import weighted_cross_entropy
-from tiled_unet.train import new_model
+from tiled_unet.training.datasets import patch_shapes
+from tiled_unet.engine.devices import cpu_supports_bf16
+from tiled_unet.training.loss import weighted_cross_entropy
+from tiled_unet.training.loop import new_model
 
 CASES = {"2D": dict(ndim=2, depth=3, base=24, patch=(96, 96)),
          "3D": dict(ndim=3, depth=2, base=32, patch=(24, 48, 48))}

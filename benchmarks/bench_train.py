@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from tiled_unet import predict
-from tiled_unet.instances import instances_from_probabilities
+from tiled_unet.instances.memory import instances_from_probabilities
 from tiled_unet.metrics import match
 from tiled_unet.synthetic import NucleiConfig, render_nuclei
-from tiled_unet.train import TrainConfig, new_model, train
+from tiled_unet.training.loop import TrainConfig, new_model, train
 
 #: one experiment: the ranges a single microscope, stain and sample give, with typical noise
 ONE_EXPERIMENT = NucleiConfig(density=(0.15, 0.3), radius=(8.0, 11.0), radius_spread=(0.1, 0.2),

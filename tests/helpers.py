@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from tiled_unet import UNet, UNetConfig, predict
-from tiled_unet.predict import whole_image_probabilities
+from tiled_unet.engine.predict import whole_image_probabilities
 
 CPU = {"device": "cpu", "precision": "float32"}
 

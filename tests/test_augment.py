@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tiled_unet.augment import AugmentConfig, augment, elastic_displacement
+from tiled_unet.training.augment import AugmentConfig, augment, elastic_displacement
 from tiled_unet.synthetic import nuclei
 
 NONE = AugmentConfig.none()

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from tiled_unet.augment import AugmentConfig, augment
-from tiled_unet.augment_device import DevicePatches, PatchDraw, device_bytes, draw_patch
-from tiled_unet.datasets import Example, prepare
+from tiled_unet.training.augment import AugmentConfig, augment
+from tiled_unet.training.augment_device import DevicePatches, PatchDraw, device_bytes, draw_patch
+from tiled_unet.training.datasets import Example, prepare
 from tiled_unet.synthetic import nuclei
-from tiled_unet.train import TrainConfig, new_model, train
+from tiled_unet.training.loop import TrainConfig, new_model, train
 
 CONFIGS = {
     "all": AugmentConfig(noise_std=0.0),
@@ -86,7 +86,7 @@ def test_patches_come_from_the_data_around_the_centres():
     patches = DevicePatches([ex], (40, 40), (12, 12), 1.0, None, np.random.default_rng(0), "cpu")
     draws = [patches.draw() for _ in range(6)]
     x, t, w = patches.make_batch(draws)
-    from tiled_unet.datasets import _region
+    from tiled_unet.training.datasets import _region
 
     for draw, patch, target, weight in zip(draws, x, t, w):
         start = np.rint(draw.centre - 19.5).astype(int)

@@ -14,10 +14,10 @@ import tifffile
 import zarr
 
 from tiled_unet import builtin_models
-from tiled_unet.batch import find_inputs, format_summary, segment_files
-from tiled_unet.cli import main
+from tiled_unet.batch.files import find_inputs, format_summary, segment_files
+from tiled_unet.cli.main import main
 from tiled_unet.synthetic import sample
-from tiled_unet.tiffmeta import read_tiff_meta
+from tiled_unet.io.tiff import read_tiff_meta
 
 M2 = "nuclei-2d" if "nuclei-2d" in builtin_models() else "placeholder-2d"
 M3 = "nuclei-3d" if "nuclei-3d" in builtin_models() else "placeholder-3d"
@@ -162,7 +162,7 @@ def test_example_script_runs_as_is(tmp_path):
 
 
 def test_label_tiff_kinds_keep_axes_and_voxel_size(tmp_path):
-    from tiled_unet.tiffmeta import write_label_tiff
+    from tiled_unet.io.tiff import write_label_tiff
 
     many = np.arange(2 * 200 * 200, dtype=np.uint32).reshape(2, 200, 200)  # more IDs than uint16 holds
     assert write_label_tiff(tmp_path / "ome.tif", many, "ZYX", {"Z": 3.0, "Y": 0.2, "X": 0.2}) == "ome"

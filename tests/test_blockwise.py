@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
-from tiled_unet import instances
-from tiled_unet._blocks import Grid
-from tiled_unet.blockwise import labels_blockwise
+from tiled_unet.instances import memory as instances
+from tiled_unet.instances._blocks import Grid
+from tiled_unet.instances.blockwise import labels_blockwise
 from tiled_unet.config import InstanceConfig
-from tiled_unet.targets import instance_targets
+from tiled_unet.training.targets import instance_targets
 
 
 # --- data --------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import pytest
 from scipy import ndimage as ndi
 
 import tiled_unet
-from tiled_unet.cellsize import cell_diameters, check_diameter, size_scale, training_diameter
-from tiled_unet.predict import scale_plan
-from tiled_unet.resample import resize_labels
+from tiled_unet.engine.cellsize import cell_diameters, check_diameter, size_scale, training_diameter
+from tiled_unet.engine.predict import scale_plan
+from tiled_unet.engine.resample import resize_labels
 from tiled_unet.synthetic import sample
 
 
@@ -125,7 +125,7 @@ def _disks(diameter: float, count: int = 9) -> np.ndarray:
     (20.0, None, 20.0),  # plain cells: the first size holds at half scale
 ])
 def test_estimate_shrinks_the_image_until_the_cell_size_holds(true_diameter, texture, expected):
-    from tiled_unet.cellsize import estimate_from_samples
+    from tiled_unet.engine.cellsize import estimate_from_samples
 
     def read(factors):
         return [np.float32(factors[0])]
@@ -140,7 +140,7 @@ def test_estimate_shrinks_the_image_until_the_cell_size_holds(true_diameter, tex
 
 
 def test_estimate_is_none_without_cells():
-    from tiled_unet.cellsize import estimate_from_samples
+    from tiled_unet.engine.cellsize import estimate_from_samples
 
     empty = np.zeros((32, 32), np.int32)
     assert estimate_from_samples(lambda f: [0], lambda r: (empty, None), 12.0, (1.0, 1.0)) is None

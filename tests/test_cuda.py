@@ -11,7 +11,7 @@ import tiled_unet
 from helpers import reference_probabilities
 from tiled_unet.metrics import match
 from tiled_unet.synthetic import nuclei, sample
-from tiled_unet.train import new_model, train
+from tiled_unet.training.loop import new_model, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

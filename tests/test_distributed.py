@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from tiled_unet import builtin_models, predict
-from tiled_unet.batch import segment_files
+from tiled_unet.batch.files import segment_files
 from tiled_unet.synthetic import sample
 
 distributed = pytest.importorskip("distributed")
@@ -20,7 +20,7 @@ OPTIONS = {"device": "cpu", "precision": "float32", "tile_shape": (48, 48)}
 
 
 def _model_cache_sizes() -> int:
-    from tiled_unet import distributed as tiled_distributed
+    from tiled_unet.engine import distributed as tiled_distributed
 
     return len(tiled_distributed._MODELS)
 
@@ -70,7 +70,7 @@ def test_cluster_equals_in_process(client, images, tmp_path, one_torch_thread):
 
 
 def test_predict_distributed_and_batches(client, images, tmp_path, one_torch_thread):
-    from tiled_unet.distributed import predict_distributed
+    from tiled_unet.engine.distributed import predict_distributed
 
     options = {**OPTIONS, "batch_size": 2}
     expected = predict(str(images), M2, out=tmp_path / "local.zarr", **options)
@@ -79,7 +79,7 @@ def test_predict_distributed_and_batches(client, images, tmp_path, one_torch_thr
 
 
 def test_bad_scheduler_address_is_reported(images, tmp_path):
-    from tiled_unet.distributed import connect
+    from tiled_unet.engine.distributed import connect
 
     with pytest.raises(ValueError, match="cannot reach a dask scheduler"):
         connect("tcp://127.0.0.1:1", timeout="1s")
@@ -88,7 +88,7 @@ def test_bad_scheduler_address_is_reported(images, tmp_path):
 
 
 def test_command_line_scheduler_address(client, images, tmp_path):
-    from tiled_unet.cli import main
+    from tiled_unet.cli.main import main
 
     args = [str(images), "--model", M2, "--device", "cpu", "--precision", "float32", "--tile-shape", "48,48"]
     assert main(["segment", *args, "-o", str(tmp_path / "local")]) == 0
@@ -98,7 +98,7 @@ def test_command_line_scheduler_address(client, images, tmp_path):
 
 
 def test_stopped_cluster_run_resumes_to_the_same_result(client, images, tmp_path):
-    from tiled_unet.batch import Notice, segment_files_iter
+    from tiled_unet.batch.files import Notice, segment_files_iter
 
     local = segment_files([images], tmp_path / "local", M2, **OPTIONS)
     gen = segment_files_iter([images], tmp_path / "cluster", M2, client=client, **OPTIONS)
@@ -119,9 +119,9 @@ def test_stopped_cluster_run_resumes_to_the_same_result(client, images, tmp_path
 
 def test_cancelled_cluster_labelling_leaves_no_task_writing(client, tmp_path):
     """A progress callback that raises stops labelling on a cluster only after the running tasks end."""
-    from tiled_unet.blockwise import labels_blockwise
-    from tiled_unet.instances import instances_from_probabilities
-    from tiled_unet.targets import instance_targets
+    from tiled_unet.instances.blockwise import labels_blockwise
+    from tiled_unet.instances.memory import instances_from_probabilities
+    from tiled_unet.training.targets import instance_targets
 
     labels = sample("nuclei-2d")[1]
     targets = instance_targets(labels)

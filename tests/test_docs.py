@@ -1,7 +1,7 @@
 """README.md and docs/: the README's size, links and anchors, `tiled-unet` commands and the scripts named.
 
 Fast and offline: external links are only checked for form, commands are parsed by the real
-argument parser (`tiled_unet.cli.build_parser`) and never run.
+argument parser (`tiled_unet.cli.main.build_parser`) and never run.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tiled_unet.cli import build_parser
+from tiled_unet.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -222,7 +222,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     for action in _parser()._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
-    raise AssertionError("tiled_unet.cli.build_parser has no sub-commands")
+    raise AssertionError("tiled_unet.cli.main.build_parser has no sub-commands")
 
 
 def _check_options(command: str, where: str) -> list[str]:

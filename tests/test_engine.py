@@ -10,8 +10,8 @@ import torch
 import zarr
 
 from tiled_unet import TileProgress, UNet, predict_iter
-from tiled_unet.devices import activation_bytes, cpu_supports_bf16, resolve_precision
-from tiled_unet.tiling import plan_tiles
+from tiled_unet.engine.devices import activation_bytes, cpu_supports_bf16, resolve_precision
+from tiled_unet.engine.tiling import plan_tiles
 
 from helpers import CPU, build_net
 

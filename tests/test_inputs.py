@@ -8,8 +8,8 @@ import pytest
 import tifffile
 import zarr
 
-from tiled_unet import io
-from tiled_unet.predict import output_chunks
+from tiled_unet.io import arrays as io
+from tiled_unet.engine.plan import output_chunks
 
 TILE = (16, 24)
 
@@ -221,7 +221,7 @@ def test_zarr_output_of_a_time_series(tmp_path, run, net2d, rng):
 
 
 def test_output_chunks_stay_small_and_aligned():
-    from tiled_unet.layout import Layout
+    from tiled_unet.io.layout import Layout
 
     layout = Layout("ZYX", (512, 2048, 2048), 3)
     chunks = output_chunks(layout, 2, (256, 256, 256))

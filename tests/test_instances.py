@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tiled_unet.config import InstanceConfig
-from tiled_unet.instances import class_roles, grow, instances_from_probabilities
-from tiled_unet.targets import (BOUNDARY, IGNORE, INTERIOR, TWO_CLASS_NAMES, cell_boundaries, cell_contacts,
+from tiled_unet.instances.memory import class_roles, grow, instances_from_probabilities
+from tiled_unet.training.targets import (BOUNDARY, IGNORE, INTERIOR, TWO_CLASS_NAMES, cell_boundaries, cell_contacts,
                                 gap_targets, instance_targets, targets_for)
 
 

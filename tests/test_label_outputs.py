@@ -8,8 +8,8 @@ import tifffile
 import zarr
 
 import tiled_unet
-from tiled_unet.cli import main
-from tiled_unet.io import scale_attrs
+from tiled_unet.cli.main import main
+from tiled_unet.io.arrays import scale_attrs
 from tiled_unet.synthetic import sample
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-from tiled_unet.loss import (BORDER_CUTOFF, border_weights, class_balance_weights, weight_map,
+from tiled_unet.training.loss import (BORDER_CUTOFF, border_weights, class_balance_weights, weight_map,
                              weighted_cross_entropy)
 from tiled_unet.synthetic import nuclei
 

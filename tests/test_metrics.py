@@ -16,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from tiled_unet.cli import main
+from tiled_unet.cli.main import main
 from tiled_unet.metrics import (DEFAULT_THRESHOLDS, MatchStats, evaluate, format_table, match,
                                 overlap_table)
 

@@ -7,7 +7,7 @@ import torch
 
 from tiled_unet import UNet, UNetConfig
 from tiled_unet.model import count_conv_layers, linear_upsampling_weight
-from tiled_unet.tiling import UNetGeometry
+from tiled_unet.engine.tiling import UNetGeometry
 
 PAPER = UNetConfig(ndim=2, in_channels=1, num_classes=2, depth=4, base_channels=64, padding="valid")
 

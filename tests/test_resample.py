@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import tiled_unet
-from tiled_unet.resample import ResampledArray, scale_factors
+from tiled_unet.engine.resample import ResampledArray, scale_factors
 
 
 def test_view_matches_whole_read_and_linear_interpolation():

@@ -14,8 +14,8 @@ import pytest
 import zarr
 
 from tiled_unet import builtin_models
-from tiled_unet.batch import FileResult, Notice, segment_files, segment_files_iter
-from tiled_unet.resume import read_record
+from tiled_unet.batch.files import FileResult, Notice, segment_files, segment_files_iter
+from tiled_unet.batch.resume import read_record
 from tiled_unet.synthetic import sample
 
 M2 = "nuclei-2d" if "nuclei-2d" in builtin_models() else "placeholder-2d"
@@ -62,7 +62,7 @@ def _same(out: Path, reference) -> None:
 
 def test_sigkill_then_rerun_equals_uninterrupted(volume, reference, tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "tiled_unet.cli", "segment", str(volume), "-o", str(out), "--model", M2,
+    command = [sys.executable, "-m", "tiled_unet.cli.main", "segment", str(volume), "-o", str(out), "--model", M2,
                "--probabilities", "--device", "cpu", "--precision", "float32", "--tile-shape", "32,32"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     record = out / ".big_labels.zarr.partial" / "tiles.txt"

@@ -7,10 +7,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from tiled_unet.config import InstanceConfig
-from tiled_unet.instances import instances_from_probabilities
+from tiled_unet.instances.memory import instances_from_probabilities
 from tiled_unet.metrics import match
 from tiled_unet.synthetic import touching_cells
-from tiled_unet.targets import instance_targets
+from tiled_unet.training.targets import instance_targets
 
 
 def degraded_probabilities(labels: np.ndarray, blur: float, noise: float, seed: int) -> np.ndarray:

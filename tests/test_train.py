@@ -10,9 +10,9 @@ import tifffile
 import torch
 
 import tiled_unet
-from tiled_unet.cli import main
+from tiled_unet.cli.main import main
 from tiled_unet.synthetic import nuclei
-from tiled_unet.train import TrainConfig, new_model, train, train_iter
+from tiled_unet.training.loop import TrainConfig, new_model, train, train_iter
 
 FAST = dict(epochs=2, steps_per_epoch=3, batch_size=2, patch_shape=(32, 32), device="cpu")
 
@@ -46,7 +46,7 @@ def test_events_and_summary(pairs):
 
 
 def test_instance_thresholds_tuned_on_the_validation_images(pairs):
-    from tiled_unet.train import FOREGROUND_THRESHOLDS, SEED_THRESHOLDS, tune_instance_thresholds
+    from tiled_unet.training.loop import FOREGROUND_THRESHOLDS, SEED_THRESHOLDS, tune_instance_thresholds
 
     net = train(*pairs, init=small_model(), **FAST)
     tuned = net.model_config.training["tuned_instances"]
@@ -82,8 +82,8 @@ def test_patch_workers_give_the_same_weights_for_any_number_and_type_of_workers(
 
 
 def test_worker_processes_share_the_data_as_files_removed_on_close(pairs):
-    from tiled_unet.augment import AugmentConfig
-    from tiled_unet.datasets import PatchStream, prepare
+    from tiled_unet.training.augment import AugmentConfig
+    from tiled_unet.training.datasets import PatchStream, prepare
 
     net = small_model()
     examples = [prepare(image[None], labels, net.model_config, w0=10, sigma=5, boundary_width=2, ignore_label=None,
@@ -103,7 +103,7 @@ def test_worker_processes_share_the_data_as_files_removed_on_close(pairs):
 
 
 def test_prepare_all_in_threads_equals_prepare_in_order(pairs):
-    from tiled_unet.datasets import prepare, prepare_all
+    from tiled_unet.training.datasets import prepare, prepare_all
 
     net = small_model()
     big = [nuclei((512, 512), count=600, radius=(10, 14), seed=s) for s in range(2)]
@@ -124,7 +124,7 @@ def test_prepare_all_in_threads_equals_prepare_in_order(pairs):
 
 
 def test_patch_stream_batches_and_errors(pairs):
-    from tiled_unet.datasets import PatchStream, prepare
+    from tiled_unet.training.datasets import PatchStream, prepare
 
     net = small_model()
     examples = [prepare(i[None].astype(np.float32), l, net.model_config, w0=10, sigma=5, boundary_width=2,
@@ -281,7 +281,7 @@ def test_keep_best_or_last_epoch_and_resume_keeps_the_stored_best(pairs, tmp_pat
 
 
 def test_an_exception_in_progress_closes_the_generator_first():
-    from tiled_unet._events import run_to_end
+    from tiled_unet.events import run_to_end
 
     order = []
 

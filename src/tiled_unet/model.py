@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, UNetConfig
-from .tiling import UNetGeometry
+from .engine.tiling import UNetGeometry
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _UPCONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}

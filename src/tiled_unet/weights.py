@@ -5,14 +5,18 @@ Loading never unpickles anything: a pickle or ``torch.save`` file is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
 
+from ._version import __version__
 from .config import ModelConfig, NormalizationConfig, UNetConfig
 from .model import UNet
 
@@ -54,8 +58,6 @@ def builtin_models() -> dict[str, str]:
 
 def save_model(net: UNet, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``net`` (weights + config) to one ``.safetensors`` file."""
-    from . import __version__
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"model files end in .safetensors, got {path.name!r}")
@@ -137,4 +139,29 @@ def _load_file(path: Path) -> UNet:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path}: the weights do not match the architecture in its config: {err}") from err
+    return net.eval()
+
+
+def resolve_model(model: UNet | str | os.PathLike) -> UNet:
+    """``model`` itself, or the model of a built-in name or a model file."""
+    if isinstance(model, UNet):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    raise TypeError(f"expected a tiled_unet UNet, a built-in model name or a model file path, got "
+                    f"{type(model).__name__}")
+
+
+def model_bytes(net: UNet) -> tuple[bytes, str]:
+    """The model as safetensors bytes (weights + config JSON; no pickle) and their SHA-256."""
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    data = save_bytes(state, metadata={"config": json.dumps(net.model_config.to_dict(), sort_keys=True)})
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def model_from_bytes(data: bytes) -> UNet:
+    """The model of :func:`model_bytes` (the safetensors header holds the config)."""
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    net = UNet(ModelConfig.from_dict(json.loads(header["__metadata__"]["config"])))
+    net.load_state_dict(load_bytes(data), strict=True)
     return net.eval()

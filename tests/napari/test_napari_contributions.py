@@ -121,7 +121,10 @@ def test_writers_round_trip(viewer, crop2d, tmp_path):
 
 
 def test_core_imports_without_napari_or_qt():
-    code = ("import sys, tiled_unet, tiled_unet.cli, tiled_unet.segment, tiled_unet.train, tiled_unet.io; "
+    code = ("import importlib, pkgutil, sys, tiled_unet; "
+            "core = [m.name for m in pkgutil.walk_packages(tiled_unet.__path__, 'tiled_unet.') "
+            "if not m.name.startswith('tiled_unet._napari')]; assert len(core) > 30, core; "
+            "[importlib.import_module(m) for m in core]; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'magicgui', 'qtpy', 'PyQt6', "
             "'PyQt5', 'PySide6')]; print(bad); sys.exit(1 if bad else 0)")
     env = {**os.environ, "PYTHONPATH": ""}

@@ -10,7 +10,7 @@ import pytest
 
 from tiled_unet._napari._segment_widget import SegmentWidget
 from tiled_unet._napari._train_widget import TrainWidget
-from tiled_unet.segment import LabelProgress
+from tiled_unet.pipeline import LabelProgress
 
 PLUGIN = "napari-tiled-unet"
 SEGMENT = "Segment cells (U-Net)"

@@ -7,7 +7,7 @@ import zarr
 
 import tiled_unet
 from tiled_unet._napari._segment_widget import ZARR, SegmentWidget
-from tiled_unet.segment import LabelProgress
+from tiled_unet.pipeline import LabelProgress
 
 
 def _widget(viewer, layer, model="nuclei-2d"):

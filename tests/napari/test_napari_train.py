@@ -8,7 +8,7 @@ import pytest
 import tiled_unet
 from tiled_unet._napari._segment_widget import SegmentWidget
 from tiled_unet._napari._train_widget import NEW_MODEL, TrainWidget, training_labels
-from tiled_unet.train import TrainProgress
+from tiled_unet.training.loop import TrainProgress
 
 
 def _widget(viewer, crop2d, tmp_path, epochs):
@@ -91,9 +91,9 @@ def test_ignore_convention():
 
 def test_two_class_model_is_offered_and_previewed_with_gap_targets(viewer, crop2d, tmp_path, qtbot):
     from tiled_unet._napari._models import REGISTRY
-    from tiled_unet.loss import weight_map
-    from tiled_unet.targets import gap_targets, instance_targets
-    from tiled_unet.train import new_model
+    from tiled_unet.training.loss import weight_map
+    from tiled_unet.training.targets import gap_targets, instance_targets
+    from tiled_unet.training.loop import new_model
     from tiled_unet.weights import save_model
 
     path = save_model(new_model(2, depth=2, base_channels=4, targets="gaps", name="gaps"),

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 import zarr
 
-from tiled_unet.cli import main
-from tiled_unet.tiffmeta import read_tiff_meta
+from tiled_unet.cli.main import main
+from tiled_unet.io.tiff import read_tiff_meta
 
 PLUGIN = "napari-tiled-unet"
 UM = 0.5

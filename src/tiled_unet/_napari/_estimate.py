@@ -13,8 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..devices import activation_bytes, auto_tile_shape, memory_budget, resolve_device
-from ..tiling import UNetGeometry, plan_tiles
+from ..config import InferenceConfig
+from ..engine.devices import (
+    activation_bytes,
+    resolve_device,
+)
+from ..engine.plan import make_tile_plan
+from ..io.layout import SPATIAL, Layout
 
 #: nominal speeds (floating point operations per second) until a run has been measured; CPU: per
 #: thread (about 1e11 was measured for float32 on one core of an AVX-512 server)
@@ -89,13 +94,14 @@ def forward_flops(config, input_shape: tuple[int, ...]) -> float:
 
 
 def estimate(spatial_shape: tuple[int, ...], frames: int, net, *, tile_shape="auto", device: str = "auto",
-             in_memory: bool = True, batch_size: int = 1) -> Estimate:
-    """Estimate memory (per tile and for the in-memory result) and time of segmenting an image."""
+             in_memory: bool = True, batch_size: int = 1, halo: int | None = None) -> Estimate:
+    """Estimate memory (per tile and for the in-memory result) and time of segmenting an image,
+    with the engine's own tile plan."""
     dev = resolve_device(device)
-    geometry = UNetGeometry(net.config.ndim, net.config.depth, net.config.padding)
-    if tile_shape == "auto":
-        tile_shape = auto_tile_shape(net.config, geometry, spatial_shape, memory_budget(dev) // batch_size)
-    tiles = plan_tiles(spatial_shape, geometry, tuple(tile_shape))
+    ndim = net.config.ndim
+    layout = Layout("T" + SPATIAL[ndim], (frames, *spatial_shape), ndim)
+    config = InferenceConfig(tile_shape=tile_shape, device=device, batch_size=batch_size, halo=halo)
+    tiles = make_tile_plan(layout, net, config, dev).tiles
     input_tile = tiles[0].input_shape
     per_tile = activation_bytes(net.config, input_tile, batch_size)
     voxels = math.prod(spatial_shape) * frames

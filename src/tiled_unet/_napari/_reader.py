@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..io import TIFF_SUFFIXES, open_tiff
-from ..tiffmeta import read_tiff_meta
+from ..io.arrays import TIFF_SUFFIXES, open_tiff
+from ..io.tiff import read_tiff_meta
 
 ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 SAMPLE_LIMIT = 1 << 22  # elements read at most to guess contrast limits

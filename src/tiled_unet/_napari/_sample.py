@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..synthetic import sample
+from ..synthetic.nuclei import sample
 
 
 def _layers(name: str, title: str) -> list[tuple]:

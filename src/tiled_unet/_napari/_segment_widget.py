@@ -7,17 +7,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
-                              PushButton, RadioButtons, SpinBox, create_widget)
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+    create_widget,
+)
 
-from ..cellsize import check_diameter
 from ..config import InstanceConfig
-from ..devices import PRECISIONS
-from ..io import scale_attrs, source_path
-from ..segment import LabelProgress, segment_iter
+from ..engine.cellsize import check_diameter
+from ..engine.devices import PRECISIONS
+from ..io.arrays import scale_attrs, source_path
+from ..pipeline import LabelProgress, segment_iter
 from . import _estimate
-from ._common import (SPATIAL, engine_input, guess_axes, image_ndim, known_voxel_size, layer_data, start_worker,
-                      voxel_size_for)
+from ._common import (
+    SPATIAL,
+    engine_input,
+    guess_axes,
+    image_ndim,
+    known_voxel_size,
+    layer_data,
+    start_worker,
+    voxel_size_for,
+)
 from ._models import REGISTRY
 
 if TYPE_CHECKING:

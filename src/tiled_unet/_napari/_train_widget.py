@@ -8,11 +8,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
-                              PushButton, SpinBox, create_widget)
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
 
-from ..targets import CLASS_NAMES, trainable
-from ..train import TrainProgress, train_iter
+from ..training.config import TrainProgress
+from ..training.loop import train_iter
+from ..training.loss import weight_map
+from ..training.targets import CLASS_NAMES, targets_for, trainable
 from ._common import layer_data, start_worker
 from ._models import REGISTRY
 
@@ -226,8 +238,6 @@ class TrainWidget(Container):
         w0, sigma, spacing = float(self._w0.value), float(self._sigma.value), _spatial_scale(labels_layer) or None
 
         def job():
-            from ..loss import weight_map
-            from ..targets import targets_for
 
             mask = lab == ignore if ignore is not None else None
             clean = np.where(mask, 0, lab) if mask is not None else lab

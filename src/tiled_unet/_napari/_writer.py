@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..io import UNIT, source_path, within_path
+from ..io.arrays import UNIT, source_path
+from ..io.paths import within_path
+from ..io.tiff import write_label_tiff
 from ._common import known_voxel_size
 
 COPY_CHUNK = 256
@@ -38,7 +40,6 @@ def layer_voxel_size(meta: dict, axes: str) -> dict[str, float]:
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """Write one Labels layer to a TIFF with its axes and voxel size (the layer scale), as the
     command line writes label TIFFs (loads it: use zarr for labels larger than memory)."""
-    from ..tiffmeta import write_label_tiff
 
     _refuse_source(path, data)
     array = np.asarray(data[...] if not isinstance(data, np.ndarray) else data)

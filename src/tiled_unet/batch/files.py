@@ -1,0 +1,263 @@
+"""Segment many files in one run: the model is loaded once, a failing file does not stop the others.
+
+Inputs: TIFF files, zarr arrays, OME-Zarr images, folders of them (``recursive`` for
+sub-folders) and glob patterns. Outputs, in the ``output`` folder (sub-folders mirrored):
+``<stem>_labels.tif`` for a TIFF, ``<name>_labels.zarr`` for a zarr input
+(``output_format`` to choose), or, with ``into_ome_labels``, ``labels/<label_name>`` inside
+an OME-Zarr image. Each output is written under a temporary name and moved into place when
+complete; an existing output is skipped (``overwrite=True`` redoes it); a zarr output
+resumes a killed run (:mod:`tiled_unet.resume`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generator, Sequence
+
+from ..engine.distributed import connect
+from ..events import run_to_end
+from ..io.arrays import TIFF_SUFFIXES
+from ..io.paths import file_stem, is_zarr
+from ..weights import builtin_models, resolve_model
+from .jobs import run_file
+from .resume import Notice
+
+__all__ = ["FileResult", "FileStarted", "Notice", "find_inputs", "format_summary", "segment_files",
+           "segment_files_iter"]
+
+FORMATS = ("tif", "zarr")
+
+
+@dataclass(frozen=True)
+class FileStarted:
+    """Yielded when file ``index`` (0-based) of ``total`` starts."""
+
+    index: int
+    total: int
+    input: str
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The outcome of one input: ``status`` is ``"done"``, ``"skipped (exists)"`` or ``"failed"``
+    (``message`` says why); ``cells`` is the number of cells found."""
+
+    input: str
+    output: str | None
+    status: str
+    cells: int | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    base: Path | None  # the folder it was found in (its sub-folders are mirrored)
+    error: str | None = None
+
+
+def _scan(folder: Path, recursive: bool, skip: Path | None) -> list[Path]:
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip):
+            continue
+        if is_zarr(entry) or (entry.is_file() and entry.suffix.lower() in TIFF_SUFFIXES):
+            found.append(entry)
+        elif entry.is_dir() and recursive:
+            found += _scan(entry, recursive, skip)
+    return found
+
+
+def find_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = False,
+                output: str | os.PathLike | None = None) -> list[_Job]:
+    """The images named by ``inputs`` (files, zarr stores, folders, glob patterns), in order;
+    a name that finds nothing becomes a failed job that says so."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    skip = Path(output).resolve() if output is not None else None
+    jobs: list[_Job] = []
+    for item in inputs:
+        path = Path(item)
+        if path.exists():
+            if path.is_dir() and not is_zarr(path):
+                found = _scan(path, recursive, skip)
+                jobs += [_Job(p, path) for p in found] or [_Job(path, None, "folder holds no TIFF or zarr "
+                                                                "images" + ("" if recursive else
+                                                                            " (use --recursive for sub-folders)"))]
+            else:
+                jobs.append(_Job(path, None))
+        elif glob.has_magic(os.fspath(item)):
+            matches = [Path(m) for m in sorted(glob.glob(os.fspath(item), recursive=True))]
+            matches = [m for m in matches if is_zarr(m) or m.suffix.lower() in TIFF_SUFFIXES]
+            jobs += [_Job(m, None) for m in matches] or [_Job(path, None, "no TIFF or zarr image matches "
+                                                               "this pattern")]
+        else:
+            jobs.append(_Job(path, None, "no such file or folder"))
+    return jobs
+
+
+def _target(job: _Job, output: Path | None, single: bool, fmt: str) -> Path:
+    if single:
+        return output
+    if output is None:
+        raise ValueError("give an output folder (-o) for inputs that are not OME-Zarr images written "
+                         "into (--into-ome-labels)")
+    sub = job.path.parent.relative_to(job.base) if job.base is not None else Path()
+    return output / sub / f"{file_stem(job.path)}_labels.{fmt}"
+
+
+class _Models:
+    """Models loaded once, chosen per file by its number of spatial axes."""
+
+    def __init__(self, model: Any):
+        self.given = [model] if not isinstance(model, (list, tuple)) or model is None else list(model)
+        self.loaded: dict[int, Any] | None = None
+
+    def _load(self) -> dict[int, Any]:
+
+        if self.loaded is None:
+            if self.given == [None]:
+                names = [n for n in ("nuclei-2d", "nuclei-3d") if n in builtin_models()]
+                self.loaded = {resolve_model(n).config.ndim: resolve_model(n) for n in names}
+            else:
+                self.loaded = {}
+                for spec in self.given:
+                    net = resolve_model(spec)
+                    if net.config.ndim in self.loaded:
+                        raise ValueError(f"two {net.config.ndim}-D models given; give at most one 2-D "
+                                         f"and one 3-D model")
+                    self.loaded[net.config.ndim] = net
+        return self.loaded
+
+    def choose(self, axes: str | None, shape: tuple[int, ...]) -> Any:
+        models = self._load()
+        if len(models) == 1:
+            return next(iter(models.values()))
+        if axes:
+            ndim = 3 if "Z" in axes else 2
+        else:
+            ndim = 3 if len(shape) >= 3 and not (len(shape) == 3 and shape[-1] in (3, 4)) else 2
+        if ndim not in models:
+            raise ValueError(f"the image looks {ndim}-D (shape {shape}) but no {ndim}-D model is available "
+                             f"(built-in nuclei-{ndim}d is not installed); give one with --model")
+        return models[ndim]
+
+
+def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+                       output: str | os.PathLike | None = None, model: Any = None, *,
+                       recursive: bool = False, overwrite: bool = False, probabilities: bool = False,
+                       into_ome_labels: bool = False, label_name: str = "tiled-unet",
+                       output_format: str | None = None, scheduler: Any = None, instances: Any = None,
+                       block_shape: tuple[int, ...] | None = None, axes: str | None = None,
+                       voxel_size: Sequence[float] | None = None, client: Any = None,
+                       **predict_options: Any) -> Generator[Any, None, list[FileResult]]:
+    """Segment every input; yields :class:`FileStarted`, the engine's progress events,
+    :class:`Notice` and one :class:`FileResult` per file; returns the results.
+
+    ``model``: a model (name, file or :class:`UNet`), a list of one 2-D and one 3-D model
+    (each file gets the one matching its axes), or None (built-in nuclei-2d / nuclei-3d).
+    ``axes`` / ``voxel_size`` (spatial axes, micrometres) override what the files say.
+    ``scheduler`` (or ``client``): a ``dask.distributed.Client`` or scheduler address runs the
+    zarr jobs on that cluster; a dask scheduler name ("threads", ...) only labels with it.
+    Other options: those of :func:`tiled_unet.predict` (``tile_shape``, ``device``, ...).
+    """
+    if output_format is not None and output_format not in FORMATS:
+        raise ValueError(f"output_format must be one of {FORMATS} or None, got {output_format!r}")
+
+    jobs = find_inputs(inputs, recursive, output)
+    out = Path(output) if output is not None else None
+    single = (len(jobs) == 1 and jobs[0].base is None and out is not None
+              and out.suffix.lower() in TIFF_SUFFIXES + (".zarr",))
+    if out is not None and not single and out.suffix.lower() in TIFF_SUFFIXES:
+        raise ValueError(f"-o {out} names a file, but there are {len(jobs)} inputs; give an output folder")
+    models = _Models(model)
+    if client is not None:
+        if scheduler is not None:
+            raise ValueError("give either scheduler= or client=, not both")
+        scheduler = client
+    client, own_client = None, False
+    if scheduler is not None and not (isinstance(scheduler, str) and "://" not in scheduler
+                                      and ":" not in scheduler):
+
+        own_client = isinstance(scheduler, str)  # connected here from an address: closed here
+        client, scheduler = connect(scheduler), None
+    try:
+        return (yield from _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwrite,
+                                     probabilities, label_name, scheduler, client, instances, block_shape,
+                                     predict_options, axes, voxel_size))
+    finally:
+        if own_client:
+            client.close()
+
+
+def _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwrite, probabilities,
+              label_name, scheduler, client, instances, block_shape, predict_options, axes, voxel_size):
+
+    results: list[FileResult] = []
+    seen: dict[Path, Path] = {}
+    for n, job in enumerate(jobs):
+        start = time.perf_counter()
+        target = None
+        yield FileStarted(n, len(jobs), os.fspath(job.path))
+        try:
+            if job.error:
+                raise ValueError(job.error)
+            fmt = (out.suffix.lower().lstrip(".").replace("tiff", "tif") if single else
+                   output_format or ("zarr" if is_zarr(job.path) else "tif"))
+            target = None if into_ome_labels and out is None and is_zarr(job.path) else _target(
+                job, out, single, fmt)
+            if target is not None:
+                key = target.resolve()
+                if key in seen:
+                    raise ValueError(f"{seen[key]} already writes {target}; rename one of the inputs")
+                seen[key] = job.path
+            result = yield from run_file(job.path, target, fmt, models, overwrite=overwrite,
+                                         probabilities=probabilities, into_ome_labels=into_ome_labels,
+                                         label_name=label_name, scheduler=scheduler, client=client,
+                                         instances=instances, block_shape=block_shape, options=predict_options,
+                                         axes=axes, voxel_size=voxel_size)
+            result = FileResult(os.fspath(job.path), result[0], result[1], result[2],
+                                time.perf_counter() - start, result[3])
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - reported per file; the other files still run
+            message = str(err) if isinstance(err, (ValueError, OSError, TypeError)) else \
+                f"{type(err).__name__}: {err}"
+            result = FileResult(os.fspath(job.path), None if target is None else os.fspath(target), "failed",
+                                None, time.perf_counter() - start, message)
+        results.append(result)
+        yield result
+    return results
+
+
+def segment_files(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+                  output: str | os.PathLike | None = None, model: Any = None, *,
+                  progress: Callable[[Any], None] | None = None, **options: Any) -> list[FileResult]:
+    """Run :func:`segment_files_iter` to the end; ``progress`` receives its events.
+    Returns one :class:`FileResult` per input (check ``.ok``; failures do not raise)."""
+    gen = segment_files_iter(inputs, output, model, **options)
+    return run_to_end(gen, progress)
+
+
+def format_summary(results: Sequence[FileResult]) -> str:
+    """A plain-text table: file, status, cells, seconds, output or reason."""
+    rows = [("file", "status", "cells", "time", "output / reason")]
+    for r in results:
+        rows.append((r.input, r.status, "" if r.cells is None else str(r.cells), f"{r.seconds:.1f} s",
+                     r.message if r.status == "failed" else (r.output or "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status.startswith("skipped") for r in results)
+    failed = sum(r.status == "failed" for r in results)
+    lines.append(f"{done} done, {skipped} skipped, {failed} failed")
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""One file of a batch run: a TIFF in memory, or a resumable zarr job; outputs moved into place whole."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+
+from ..io.arrays import TIFF_SUFFIXES, open_image, scale_attrs
+from ..io.layout import parse_layout
+from ..io.omezarr import label_path, read_ome_image, write_ome_labels
+from ..io.paths import file_stem, is_zarr, remove
+from ..io.tiff import read_tiff_meta, write_label_tiff
+from ..pipeline import (
+    _default_class_names,
+    resolve_instance_config,
+    resolved_scale,
+    segment_in_memory,
+    segment_iter,
+)
+from .resume import Notice, segment_zarr_iter
+
+SKIPPED = "skipped (exists)"
+
+
+def _axes_for(axes: str | None, shape: tuple[int, ...], ndim: int) -> str | None:
+    """Axes the file states, if they fit the model (else the shape decides)."""
+    if axes is None or len(axes) != len(shape):
+        return None
+    return axes if "YX" in axes and (ndim == 2 or "Z" in axes) else None
+
+
+def _check_ndim(shape: tuple[int, ...], where: Path) -> None:
+    if len(shape) < 2:
+        raise ValueError(f"{where} is a {len(shape)}-D image (shape {shape}); expected a 2-D or 3-D image "
+                         f"(optionally with channels or time)")
+
+
+def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrite: bool,
+             probabilities: bool, into_ome_labels: bool, label_name: str, scheduler: Any, client: Any,
+             instances: Any, block_shape: Any, options: dict, axes: str | None = None,
+             voxel_size: Any = None) -> Generator[Any, None, tuple]:
+    """Segment one image; returns ``(output, status, cells, message)``."""
+
+    ome = read_ome_image(path) if is_zarr(path) and path.is_dir() else None
+    if into_ome_labels and ome is not None:
+        if not label_name or "/" in label_name or label_name.startswith("."):
+            raise ValueError(f"label name {label_name!r} must be a plain name such as 'cells'")
+        final = label_path(ome, label_name)
+        partial = path.parent / f".{path.name}.labels-{label_name}.partial"
+    elif target is None:
+        raise ValueError(f"{path} is not an OME-Zarr image (no multiscales metadata) so it has no labels "
+                         f"group to write into; give an output folder with -o")
+    else:
+        final, partial = target, target.parent / f".{target.name}.partial"
+    if final.exists() and not overwrite:
+        if partial.exists():  # left by a run stopped after its output was in place
+            shutil.rmtree(partial, ignore_errors=True)
+        return os.fspath(final), SKIPPED, None, ""
+    given_axes = axes.upper() if axes else None
+    if path.suffix.lower() in TIFF_SUFFIXES:
+
+        meta = read_tiff_meta(path)
+        axes, voxel = meta.axes, meta.voxel_size
+    else:
+        axes, voxel = (ome.axes, ome.voxel_size) if ome is not None else (None, {})
+    source = open_image(path)
+    shape = tuple(source.shape)
+    _check_ndim(shape, path)
+    net = models.choose(given_axes or axes, shape)
+    tile = options.get("tile_shape")
+    if isinstance(tile, tuple) and len(tile) == 1:  # one size for every spatial axis of this model
+        options = {**options, "tile_shape": tile * net.config.ndim}
+    axes = given_axes or _axes_for(axes, shape, net.config.ndim)
+    if voxel_size is not None:
+        names = "ZYX" if len(voxel_size) == 3 else "YX"
+        voxel = dict(zip(names, (float(v) for v in voxel_size)))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "tif" and not (into_ome_labels and ome is not None):
+        cells, message = yield from _tiff_job(path, final, net, axes, voxel, probabilities, instances, options)
+        return os.fspath(final), "done", cells, message
+
+    config = resolve_instance_config(net.model_config.instances, instances)
+    class_names = tuple(net.model_config.class_names) or _default_class_names(net.config.num_classes)
+    spatial_voxel = _spatial(voxel, net.config.ndim)
+    notes = []
+    scaled = resolved_scale(path, net, axes, dict(options, voxel_size=spatial_voxel))
+    if scaled["model_grid"]:  # resampled for the model: one zarr-to-zarr run (not resumable)
+        partial.mkdir(parents=True, exist_ok=True)
+        notes.append(f"resampled by {scale_note(scaled)} for the model (a rerun starts over)")
+        gen = segment_iter(path, net, out=partial / "labels.zarr", probabilities=partial / "probabilities.zarr",
+                           instances=config, overwrite=True, block_shape=block_shape, scheduler=scheduler,
+                           axes=axes, **{k: v for k, v in scaled.items() if k != "model_grid"})
+    else:
+        gen = segment_zarr_iter(path, net, partial, instances=config, class_names=class_names,
+                                overwrite=overwrite, axes=axes, block_shape=block_shape, scheduler=scheduler,
+                                client=client, options={k: v for k, v in scaled.items()
+                                                        if k not in ("model_grid", "voxel_size", "diameter")})
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            labels = stop.value
+            break
+        if isinstance(event, Notice):
+            notes.append(event.text)
+        yield event
+    cells = label_count(labels)
+    labels.attrs.update(scale_attrs(labels.attrs.get("axes", ""), voxel))
+    if probabilities:  # first: the labels in place mark the file as done
+        keep = (_probs_path(final, "zarr") if not (into_ome_labels and ome is not None)
+                else path.parent / f"{file_stem(path)}_{label_name}_probabilities.zarr")
+        remove(keep)
+        os.replace(partial / "probabilities.zarr", keep)
+        notes.append(f"probabilities in {keep}")
+    if into_ome_labels and ome is not None:
+
+        write_ome_labels(ome, label_name, labels, partial, overwrite)
+    else:
+        remove(final)
+        os.replace(partial / "labels.zarr", final)
+    shutil.rmtree(partial, ignore_errors=True)
+    return os.fspath(final), "done", cells, "; ".join(notes)
+
+
+def _probs_path(final: Path, suffix: str) -> Path:
+    base = file_stem(final)
+    return final.parent / f"{base[:-len('_labels')] if base.endswith('_labels') else base}_probabilities.{suffix}"
+
+
+def _spatial(voxel: dict, ndim: int) -> tuple[float, ...] | None:
+    axes = "ZYX"[-ndim:] if ndim == 3 else "YX"
+    return tuple(voxel[a] for a in axes) if all(a in voxel for a in axes) else None
+
+
+def scale_note(options: dict) -> str:
+    """How a job was resampled, for its message."""
+    diameter = options.get("diameter")
+    return f"cell diameter {diameter:.1f}" if isinstance(diameter, float) else "voxel size"
+
+
+def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, probabilities: bool,
+              instances: Any, options: dict) -> Generator[Any, None, tuple[int, str]]:
+    """In memory: probabilities, labels per frame, label TIFF (same axes and voxel size)."""
+
+    source = open_image(path)
+    layout = parse_layout(source.shape, source.dtype, net.config, axes)
+    config = resolve_instance_config(net.model_config.instances, instances)
+    class_names = tuple(net.model_config.class_names) or _default_class_names(net.config.num_classes)
+    labels, probs = yield from segment_in_memory(path, net, config, class_names, layout.axes,
+                                                 dict(options, voxel_size=_spatial(voxel, net.config.ndim)))
+    label_axes = layout.output_axes.replace("C", "")
+    sizes = {a: v for a, v in voxel.items() if a in layout.spatial_axes}
+    tmp = final.parent / f".{final.name}.partial"
+    keep = _probs_path(final, "tif")
+    tmp_probs = final.parent / f".{keep.name}.partial"
+    try:
+        write_label_tiff(tmp, labels, label_axes, sizes)
+        message = ""
+        if probabilities:
+            import tifffile
+
+            tifffile.imwrite(tmp_probs, np.asarray(probs, np.float32), metadata={"axes": layout.output_axes})
+            os.replace(tmp_probs, keep)
+            message = f"probabilities in {keep}"
+        os.replace(tmp, final)
+    finally:
+        for leftover in (tmp, tmp_probs):
+            if leftover.exists():
+                leftover.unlink()
+    return label_count(labels), message
+
+
+def label_count(labels: Any) -> int:
+    """Number of cells: labels are consecutive, so the largest ID (read chunk by chunk)."""
+    if isinstance(labels, np.ndarray):
+        return int(labels.max()) if labels.size else 0
+    import dask.array as da
+
+    return int(da.from_zarr(labels).max().compute())

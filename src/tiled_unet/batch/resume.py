@@ -1,0 +1,150 @@
+"""Resumable zarr segmentation: a run killed at any moment continues where it stopped.
+
+The probabilities go to ``.<output>.partial/probabilities.zarr`` (chunks aligned with
+tiles, so a tile is whole chunks), next to ``manifest.json`` (input, model hash, options,
+tile plan) and ``tiles.txt``, to which a line ``frame tile`` is appended only after the
+tile is stored. A rerun with the same manifest skips the recorded tiles; the result is
+bit for bit that of an uninterrupted run (same tiles, same batches, same computation).
+Labels are then made from the finished probabilities and moved into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+import zarr
+
+from ..config import InferenceConfig, InstanceConfig
+from ..engine.distributed import predict_blocks_iter
+from ..engine.plan import TilePlan, TileRecord, tile_plan
+from ..engine.predict import predict_iter
+from ..instances.blockwise import labels_blockwise
+from ..io.arrays import open_image, source_path
+from ..model import UNet
+from ..pipeline import _segment_frames, _stream
+from ..weights import model_bytes
+
+MANIFEST_FORMAT = "tiled-unet-partial"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message about a file's run (resumed, started over, ...)."""
+
+    text: str
+
+
+def read_record(path: Path) -> set[tuple[int, int]]:
+    """Tiles recorded in ``path``; a line torn by a kill is ignored (that tile is redone)."""
+    done = set()
+    if path.exists():
+        for line in path.read_text().split("\n"):
+            parts = line.split()
+            if len(parts) == 2 and all(p.isdigit() for p in parts) and line.endswith(parts[1]):
+                done.add((int(parts[0]), int(parts[1])))
+    return done
+
+
+def _manifest(image: Any, source: Any, net: UNet, digest: str, axes: str | None, cfg: InferenceConfig) -> dict:
+    """What must match for a rerun to continue a partial run (the tile plan is added to it)."""
+
+    src = source_path(image)
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("prefetch", "memory_budget")}
+    return json.loads(json.dumps({
+        "format": MANIFEST_FORMAT, "version": 1,
+        "input": os.path.abspath(src) if src else None, "input_shape": list(source.shape),
+        "input_dtype": str(source.dtype), "axes": axes, "model": net.model_config.name,
+        "model_sha256": digest, "inference": options}))
+
+
+def _plan_dict(plan: TilePlan) -> dict:
+    return {"step": list(plan.step), "tiles": len(plan.tiles), "chunks": list(plan.chunks),
+            "output_shape": list(plan.output_shape)}
+
+
+def prepare(partial: Path, manifest: dict, overwrite: bool, make_plan) -> tuple[TilePlan, Any, set, str | None]:
+    """Continue a partial run with the same manifest, or start one: (plan, probabilities,
+    tiles done, notice). ``make_plan(step or None)`` gives the tile plan (the earlier run's
+    step on resume, as "auto" may choose differently on another day)."""
+    meta = partial / "manifest.json"
+    old = None
+    if partial.exists():
+        try:
+            old = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            pass
+        same = old is not None and {k: v for k, v in old.items() if k != "plan"} == manifest
+        if same and not overwrite and (partial / "probabilities.zarr").exists():
+            plan = make_plan(tuple(old["plan"]["step"]))
+            if _plan_dict(plan) == old["plan"]:
+                done = read_record(partial / "tiles.txt")
+                probs = zarr.open_array(str(partial / "probabilities.zarr"), mode="r+")
+                total = len(plan.tiles) * int(np.prod(plan.layout.lead_shape))
+                return plan, probs, done, f"resuming: {len(done)} of {total} tiles already done"
+        if overwrite:
+            notice = "starting over (overwrite): the earlier partial run is discarded"
+        else:
+            changed = sorted(k for k in manifest if old is None or old.get(k) != manifest.get(k))
+            notice = f"starting over: the earlier partial run differs in {', '.join(changed) or 'its tile plan'}"
+        shutil.rmtree(partial)
+    else:
+        notice = None
+    plan = make_plan(None)
+    partial.mkdir(parents=True)
+    probs = zarr.open_array(str(partial / "probabilities.zarr"), mode="w", shape=plan.output_shape,
+                            chunks=plan.chunks, dtype=manifest["inference"]["output_dtype"])
+    tmp = partial / "manifest.json.tmp"
+    tmp.write_text(json.dumps({**manifest, "plan": _plan_dict(plan)}, indent=1))
+    os.replace(tmp, meta)
+    return plan, probs, set(), notice
+
+
+def segment_zarr_iter(image: Any, net: UNet, partial: Path, *, instances: InstanceConfig,
+                      class_names: tuple[str, ...], overwrite: bool = False, axes: str | None = None,
+                      block_shape: tuple[int, ...] | None = None, scheduler: Any = None,
+                      client: Any = None, options: dict | None = None) -> Generator[Any, None, Any]:
+    """Probabilities (resumable) and labels of ``image`` in ``partial``; returns the labels
+    zarr array ``partial/labels.zarr`` (the caller moves it, and the probabilities, into place)."""
+    cfg = InferenceConfig(**(options or {}))
+    source = open_image(image)
+    _, digest = model_bytes(net)
+    manifest = _manifest(image, source, net, digest, axes, cfg)
+
+    def make_plan(step):
+        return tile_plan(source, net, axes, cfg if step is None else dataclasses.replace(cfg, tile_shape=step))
+
+    plan, probs, done, notice = prepare(partial, manifest, overwrite, make_plan)
+    if notice:
+        yield Notice(notice)
+    record = TileRecord(str(partial / "tiles.txt"), done)
+    if client is not None:
+        yield from predict_blocks_iter(image, net, probs, plan, record, client, cfg)
+    else:
+        yield from predict_iter(image, net, out=probs, axes=plan.layout.axes, config=cfg, tile_hook=record,
+                                tile_plan=plan)
+    probs.attrs.update({"axes": plan.layout.output_axes, "model": net.model_config.name,
+                        "class_names": list(class_names), "complete": True})
+    labels_path = partial / "labels.zarr"
+    if labels_path.exists():
+        shutil.rmtree(labels_path)
+    nd = net.config.ndim
+    lead, spatial = plan.output_shape[:-nd - 1], plan.output_shape[-nd:]
+    scheduler = client if client is not None else scheduler
+    if not lead:
+
+        yield from _stream(labels_blockwise, probs, labels_path, config=instances, class_names=class_names,
+                           block_shape=block_shape, scheduler=scheduler, tmpdir=partial)
+    else:
+        yield from _segment_frames(probs, labels_path, lead, spatial, instances, class_names, block_shape,
+                                   True, scheduler, str(partial))
+    labels = zarr.open_array(str(labels_path), mode="r+")
+    labels.attrs.update({"axes": plan.layout.output_axes.replace("C", ""), "model": net.model_config.name,
+                         "instances": instances.to_dict()})
+    return labels

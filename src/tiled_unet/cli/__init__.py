@@ -1,0 +1,1 @@
+"""The ``tiled-unet`` console script, one module per verb."""

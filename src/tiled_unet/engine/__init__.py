@@ -1,0 +1,1 @@
+"""Pixels to probabilities: geometry, the tile plan, devices, normalisation, resampling, prediction."""

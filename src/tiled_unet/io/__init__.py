@@ -1,0 +1,1 @@
+"""Reading inputs and writing outputs: arrays, axes, TIFF, OME-Zarr."""

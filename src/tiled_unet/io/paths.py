@@ -1,0 +1,38 @@
+"""Paths of inputs and outputs: zarr stores, file stems, containment, removal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def is_zarr(path: Path) -> bool:
+    """True for a zarr store: a folder (``.zarr`` or with zarr metadata) or a ``.zarr.zip`` file."""
+    if path.is_dir():
+        return path.suffix.lower() == ".zarr" or any(
+            (path / m).exists() for m in (".zarray", ".zgroup", "zarr.json"))
+    return path.suffix.lower() == ".zip" and path.name.lower().endswith(".zarr.zip")
+
+
+def file_stem(path: Path) -> str:
+    """The name of an image without its suffixes (``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``)."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr.zip", ".ome.zarr", ".zarr", ".zip"):
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return path.stem
+
+
+def within_path(inner: str | os.PathLike, outer: str | os.PathLike) -> bool:
+    """True if ``inner`` is ``outer`` or lies inside it (replacing ``outer`` would delete it)."""
+    inner, outer = os.path.realpath(inner), os.path.realpath(outer)
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a directory tree if present."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
