@@ -55,11 +55,11 @@ import numpy as np
 import torch
 
 from tiled_unet import predict
-from tiled_unet.cellsize import training_diameter
-from tiled_unet.instances import instances_from_probabilities
+from tiled_unet.engine.cellsize import training_diameter
+from tiled_unet.instances.memory import instances_from_probabilities
 from tiled_unet.metrics import match
 from tiled_unet.synthetic import render_nuclei, sample
-from tiled_unet.train import TrainConfig, new_model, train, tune_instance_thresholds
+from tiled_unet.training.loop import TrainConfig, new_model, train, tune_instance_thresholds
 from tiled_unet.weights import load_model, save_model
 
 RECIPES = {
@@ -73,11 +73,15 @@ RECIPES = {
 #: "real": frames of a real annotated sequence trained on with the synthetic images, e.g. "hela:0-7" (the
 #: frames cut in quarters, each quarter repeated "real_repeat" times; default 1); "real_tune": frames of the
 #: same sequence added to the tuning images, e.g. "hela:8-9" (frames 10-19 are for reporting only)
+#: "real_unannotated": "ignore" leaves out of the loss the bright regions of the real frames that no reference
+#: cell touches (dim and border nuclei the reference omits), "background" (default) trains them as background
 #: "rescale_to": where images whose cells lie outside the model's range of training diameters (10th-90th
 #: percentile) are brought: "range" (default: its nearest end) or "median" (ModelConfig.rescale_to)
 OPTIONAL_ENTRIES = ("lr", "targets", "boundary_width", "keep", "augment_on", "precision", "real", "real_repeat",
-                    "real_tune", "rescale_to")
+                    "real_tune", "real_unannotated", "rescale_to")
 TRAIN_SEED, TUNE_SEED, TEST_SEED = 1000, 5000, 9000
+#: label value of the pixels left out of the loss (recipe entry "real_unannotated": "ignore")
+IGNORE_LABEL = 2**31 - 1
 
 
 def images(recipe: dict, count: int, first_seed: int) -> tuple[list, list]:
@@ -103,6 +107,37 @@ def real_frames(spec: str) -> tuple[list, list]:
         raise SystemExit(f"real frames {spec}: frames 10-19 are for reporting only")
     frame_images, frame_labels, _ = load(name, chosen)
     return frame_images, frame_labels
+
+
+def mark_unannotated(image: np.ndarray, labels: np.ndarray, fraction: float = 0.03,
+                     min_pixels: int = 30) -> np.ndarray:
+    """``labels`` with IGNORE_LABEL on the bright blobs outside the reference cells (nuclei it left out).
+
+    Bright: the image smoothed (sigma 2 px) above background + ``fraction`` x (median cell - background),
+    the background being the median away from the cells. Blobs: regions of bright pixels more than 3 px
+    from any cell, of at least ``min_pixels``, brightest more than 3 px away from the cells (the halo of a
+    cell is brightest where it meets the cell); widened by 3 px so their blur is not trained as background.
+    """
+    from scipy import ndimage as ndi
+
+    smooth = ndi.gaussian_filter(image.astype(np.float64), 2)
+    cells = labels > 0
+    background = float(np.median(smooth[~ndi.binary_dilation(cells, iterations=6)]))
+    cell_level = float(np.median(ndi.mean(smooth, labels, np.unique(labels[cells]))))
+    near_cells = ndi.binary_dilation(cells, iterations=3)
+    candidates = (smooth > background + fraction * (cell_level - background)) & ~near_cells
+    regions, count = ndi.label(candidates)
+    sizes = np.bincount(regions.ravel())
+    away = ndi.distance_transform_edt(~near_cells)
+    index = np.arange(count + 1)
+    peak_inside = ndi.maximum(np.where(away > 3, smooth, -np.inf), regions, index)
+    peak_at_cells = ndi.maximum(np.where(away <= 1.5, smooth, -np.inf), regions, index)
+    keep = (sizes >= min_pixels) & (peak_inside > peak_at_cells)
+    keep[0] = False
+    ignore = ndi.binary_dilation(keep[regions], iterations=3) & ~ndi.binary_dilation(cells, iterations=1)
+    out = labels.astype(np.int64)
+    out[ignore] = IGNORE_LABEL
+    return out
 
 
 def quarters(image_list: list, label_list: list, repeat: int) -> tuple[list, list]:
@@ -166,7 +201,8 @@ def train_model(args, recipe, train_images, train_labels):
                          seed=args.seed, device=args.device, workers=workers, augment_on=augment_on,
                          worker_type=args.worker_type,
                          learning_rate=recipe.get("lr", 1e-3), boundary_width=recipe.get("boundary_width", 2),
-                         keep=recipe.get("keep", "best"), precision=recipe.get("precision", "auto"))
+                         keep=recipe.get("keep", "best"), precision=recipe.get("precision", "auto"),
+                         ignore_label=IGNORE_LABEL if recipe.get("real_unannotated") == "ignore" else None)
 
     def progress(event):
         if event.kind == "epoch":
@@ -272,8 +308,13 @@ def main(argv=None) -> int:
     train_images, train_labels = images(recipe, train_count, TRAIN_SEED)
     tune_images, tune_labels = images(recipe, recipe["held_out"], TUNE_SEED)
     test_images, test_labels = images(recipe, recipe["held_out"], TEST_SEED)
+    if recipe.get("real_unannotated", "background") not in ("background", "ignore"):
+        parser.error(f"real_unannotated must be \"background\" or \"ignore\", got {recipe['real_unannotated']!r}")
     if recipe.get("real") and not args.retune:
-        real_images, real_labels = quarters(*real_frames(recipe["real"]), int(recipe.get("real_repeat", 1)))
+        real_images, real_labels = real_frames(recipe["real"])
+        if recipe.get("real_unannotated") == "ignore":
+            real_labels = [mark_unannotated(i, l) for i, l in zip(real_images, real_labels)]
+        real_images, real_labels = quarters(real_images, real_labels, int(recipe.get("real_repeat", 1)))
         train_images, train_labels = train_images + real_images, train_labels + real_labels
         print(f"{args.name}: {len(real_images)} pieces of real frames {recipe['real']} added", flush=True)
     if recipe.get("real_tune"):
