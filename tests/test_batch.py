@@ -13,14 +13,13 @@ import pytest
 import tifffile
 import zarr
 
-from tiled_unet import builtin_models
 from tiled_unet.batch.files import find_inputs, format_summary, segment_files
 from tiled_unet.cli.main import main
 from tiled_unet.synthetic import sample
 from tiled_unet.io.tiff import read_tiff_meta
 
-M2 = "nuclei-2d" if "nuclei-2d" in builtin_models() else "placeholder-2d"
-M3 = "nuclei-3d" if "nuclei-3d" in builtin_models() else "placeholder-3d"
+M2 = "nuclei-2d"
+M3 = "nuclei-3d"
 FAST = ["--device", "cpu", "--precision", "float32"]
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,14 @@ from tiled_unet.metrics import match
 from tiled_unet.synthetic import sample
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_builtin_models.py"
-NAMES = [name for name in ("nuclei-2d", "nuclei-3d") if name in builtin_models()]
+NAMES = ["nuclei-2d", "nuclei-3d"]
+
+
+def test_trained_models_ship_with_the_package():
+    assert set(NAMES) <= set(builtin_models())
+    for name in NAMES:
+        net = load_model(name)
+        assert net.model_config.name == name and net.model_config.training.get("sample"), name
 
 
 def training_script():

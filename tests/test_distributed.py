@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import zarr
 
-from tiled_unet import builtin_models, predict
+from tiled_unet import predict
 from tiled_unet.batch.files import segment_files
 from tiled_unet.synthetic import sample
 
 distributed = pytest.importorskip("distributed")
 
-M2 = "nuclei-2d" if "nuclei-2d" in builtin_models() else "placeholder-2d"
+M2 = "nuclei-2d"
 OPTIONS = {"device": "cpu", "precision": "float32", "tile_shape": (48, 48)}
 
 

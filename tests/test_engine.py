@@ -8,12 +8,17 @@ import numpy as np
 import pytest
 import torch
 import zarr
-
-from tiled_unet import TileProgress, UNet, predict_iter
-from tiled_unet.engine.devices import activation_bytes, cpu_supports_bf16, resolve_precision
-from tiled_unet.engine.tiling import plan_tiles
-
 from helpers import CPU, build_net
+
+import tiled_unet
+from tiled_unet import InferenceConfig, TileProgress, UNet, predict_iter
+from tiled_unet.engine.devices import (
+    activation_bytes,
+    cpu_supports_bf16,
+    resolve_precision,
+)
+from tiled_unet.engine.tiling import plan_tiles
+from tiled_unet.events import run_to_end
 
 
 class RecordingNet(UNet):
@@ -235,3 +240,15 @@ def test_builtin_placeholder_models(run, image2d, image3d):
     assert run(image2d, "placeholder-2d").shape == (2,) + image2d.shape
     assert run(image3d, "placeholder-3d").shape == (2,) + image3d.shape
 
+
+
+def test_config_and_its_fields_together_are_refused():
+    image = np.zeros((40, 40), np.float32)
+    cfg = InferenceConfig(device="cpu", tile_shape=(16, 16))
+    with pytest.raises(TypeError, match=r"either config= or the options \['device'\], not both"):
+        tiled_unet.predict(image, "placeholder-2d", config=cfg, device="cuda")
+    with pytest.raises(TypeError, match="not both"):
+        run_to_end(tiled_unet.predict_iter(image, "placeholder-2d", config=cfg, batch_size=2), None)
+    by_config = tiled_unet.predict(image, "placeholder-2d", config=cfg)
+    np.testing.assert_array_equal(by_config, tiled_unet.predict(image, "placeholder-2d", device="cpu",
+                                                                tile_shape=(16, 16)))

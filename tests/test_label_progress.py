@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import zarr
 
-from tiled_unet import builtin_models, segment
+from tiled_unet import segment
 from tiled_unet.pipeline import LabelProgress, LabellingCancelled, _stream, segment_iter
 from tiled_unet.synthetic import sample
 
-M2 = "nuclei-2d" if "nuclei-2d" in builtin_models() else "placeholder-2d"
+M2 = "nuclei-2d"
 
 
 def run(gen):

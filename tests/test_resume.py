@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import zarr
 
-from tiled_unet import builtin_models
 from tiled_unet.batch.files import FileResult, Notice, segment_files, segment_files_iter
 from tiled_unet.batch.resume import read_record
 from tiled_unet.synthetic import sample
 
-M2 = "nuclei-2d" if "nuclei-2d" in builtin_models() else "placeholder-2d"
+M2 = "nuclei-2d"
 OPTIONS = {"device": "cpu", "precision": "float32", "tile_shape": (32, 32)}
 
 

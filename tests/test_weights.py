@@ -14,7 +14,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import tiled_unet
-from tiled_unet import ModelConfig, NormalizationConfig, UNet, UNetConfig, builtin_models, load_model, save_model
+from tiled_unet import (
+    ModelConfig,
+    NormalizationConfig,
+    UNet,
+    UNetConfig,
+    builtin_models,
+    load_model,
+    save_model,
+    weights,
+)
 from tiled_unet.weights import FORMAT, FORMAT_VERSION, MODELS_DIR, TRAINED
 
 
@@ -178,9 +187,15 @@ def test_unknown_builtin_name():
         load_model("cyto-unet-v7")
 
 
+def test_a_missing_model_file_says_the_installation_is_broken(monkeypatch, tmp_path):
+    monkeypatch.setattr(weights, "MODELS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="missing from this installation.*reinstall"):
+        load_model("nuclei-2d")
+
+
 def test_builtin_models_are_deterministic():
-    shipped = {p.stem for p in MODELS_DIR.glob("*.safetensors")}
-    assert set(builtin_models()) == {"placeholder-2d", "placeholder-3d"} | (shipped & set(TRAINED))
+    assert {p.stem for p in MODELS_DIR.glob("*.safetensors")} == set(TRAINED)
+    assert set(builtin_models()) == {"placeholder-2d", "placeholder-3d"} | set(TRAINED)
     for name in builtin_models():
         a, b = load_model(name), load_model(name)
         assert a.model_config.name == name and not a.training

@@ -19,6 +19,18 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def config_or_options(cls, config: Any, options: dict[str, Any], where: str):
+    """``config`` (an instance of ``cls``) or ``cls(**options)``; giving both is an error, never a silent drop."""
+    if config is None:
+        return cls(**options)
+    if not isinstance(config, cls):
+        raise TypeError(f"{where}: config must be a {cls.__name__}, got {type(config).__name__}")
+    if options:
+        raise TypeError(f"{where}: give either config= or the options {sorted(options)}, not both "
+                        f"(for both, use dataclasses.replace(config, ...))")
+    return config
+
+
 def _from_dict(cls, data: dict[str, Any]):
     """Build ``cls`` from a dict, naming unknown keys instead of ignoring them."""
     if not isinstance(data, dict):

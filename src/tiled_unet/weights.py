@@ -46,9 +46,18 @@ BUILTIN = {
     "placeholder-2d": lambda: _placeholder(2),
     "placeholder-3d": lambda: _placeholder(3),
 }
+
+
+def _trained(name: str) -> UNet:
+    path = MODELS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"the built-in model {name!r} is missing from this installation ({path}); "
+                                f"reinstall napari-tiled-unet")
+    return _load_file(path)
+
+
 for _name in TRAINED:
-    if (MODELS_DIR / f"{_name}.safetensors").is_file():
-        BUILTIN[_name] = (lambda n=_name: _load_file(MODELS_DIR / f"{n}.safetensors"))
+    BUILTIN[_name] = (lambda n=_name: _trained(n))
 
 
 def builtin_models() -> dict[str, str]:

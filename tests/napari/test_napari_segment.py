@@ -158,7 +158,7 @@ def test_3d_sample_with_a_3d_model(viewer, wait_for_worker):
     viewer.open_sample("napari-tiled-unet", "nuclei-3d")
     layer = viewer.layers["nuclei 3D"]
     layer.scale = (2.0, 0.5, 0.5)
-    model = "nuclei-3d" if "nuclei-3d" in tiled_unet.builtin_models() else "placeholder-3d"
+    model = "nuclei-3d"
     widget = _widget(viewer, layer, model=model)
     assert widget._axes.value == "ZYX"
     widget.run()

@@ -21,6 +21,7 @@ from typing import Any, Callable, Generator, Sequence
 from ..engine.distributed import connect
 from ..events import run_to_end
 from ..io.arrays import TIFF_SUFFIXES
+from ..io.layout import guess_spatial_ndim
 from ..io.paths import file_stem, is_zarr
 from ..weights import builtin_models, resolve_model
 from .jobs import run_file
@@ -142,10 +143,7 @@ class _Models:
         models = self._load()
         if len(models) == 1:
             return next(iter(models.values()))
-        if axes:
-            ndim = 3 if "Z" in axes else 2
-        else:
-            ndim = 3 if len(shape) >= 3 and not (len(shape) == 3 and shape[-1] in (3, 4)) else 2
+        ndim = guess_spatial_ndim(shape, axes)
         if ndim not in models:
             raise ValueError(f"the image looks {ndim}-D (shape {shape}) but no {ndim}-D model is available "
                              f"(built-in nuclei-{ndim}d is not installed); give one with --model")

@@ -13,7 +13,7 @@ from ..engine.predict import predict_iter
 from ..metrics import DEFAULT_THRESHOLDS, evaluate, format_table, summary
 from ..synthetic.nuclei import sample
 from ..weights import builtin_models
-from .options import inference_kwargs, inference_options, output_axes
+from .options import default_model, inference_kwargs, inference_options, output_axes
 from .segment import add_segment_parser
 from .train import add_train_parser
 
@@ -41,7 +41,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     image = sample(args.sample)[0] if args.sample else args.input
     if args.input is not None and not os.path.exists(args.input):
         raise FileNotFoundError(f"no such input: {args.input}")
-    model = args.model or ("placeholder-3d" if args.sample == "nuclei-3d" else "placeholder-2d")
+    model = args.model or default_model(image, args.sample, args.axes)
     output = Path(args.output)
     to_tiff = output.suffix.lower() in (".tif", ".tiff")
     if to_tiff and output.exists() and not args.overwrite:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..engine.cellsize import check_diameter
 from ..io.arrays import open_image
-from ..io.layout import parse_layout
+from ..io.layout import guess_spatial_ndim, parse_layout
 from ..weights import resolve_model
 
 
@@ -20,11 +20,11 @@ def tile_shape_arg(text: str) -> str | tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected 'auto' or sizes like 64,256,256, got {text!r}") from None
 
 
-def default_model(image, sample_name: str | None) -> str:
-    """nuclei-2d or nuclei-3d, from the sample name or the number of image axes."""
+def default_model(image, sample_name: str | None, axes: str | None = None) -> str:
+    """nuclei-2d or nuclei-3d, from the sample name or the image's axes (the batch's rule)."""
     if sample_name:
         return sample_name
-    return "nuclei-3d" if open_image(image).ndim >= 3 else "nuclei-2d"
+    return f"nuclei-{guess_spatial_ndim(open_image(image).shape, axes)}d"
 
 
 def instance_overrides(args: argparse.Namespace) -> dict:
@@ -53,7 +53,8 @@ def engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def inference_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="built-in model name (see 'tiled-unet models') or .safetensors file")
+    p.add_argument("--model", help="built-in model name (see 'tiled-unet models') or .safetensors file "
+                   "(default: nuclei-3d for images with 3 or more axes, else nuclei-2d)")
     engine_options(p)
     p.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX, YXC (default: inferred)")
     p.add_argument("--diameter", default="auto", help="typical cell diameter in pixels (micrometres with a "

@@ -103,7 +103,7 @@ def _segment_sample(args: argparse.Namespace) -> int:
     if args.output is None:
         raise ValueError("give -o OUTPUT (.tif or .zarr) for the sample's labels")
     image = sample(args.sample)[0]
-    model = args.model[0] if args.model else default_model(image, args.sample)
+    model = args.model[0] if args.model else default_model(image, args.sample, args.axes)
     output = Path(args.output)
     to_tiff = output.suffix.lower() in (".tif", ".tiff")
     if output.exists() and not args.overwrite:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 import torch
 
-from ..config import InferenceConfig, TileProgress
+from ..config import InferenceConfig, TileProgress, config_or_options
 from ..events import run_to_end
 from ..instances.memory import class_roles, instances_from_probabilities, masks
 from ..io.arrays import create_zarr_output, is_array_like, open_image, source_path
@@ -139,7 +139,7 @@ def scale_plan(image: Any, model: UNet | str | os.PathLike, *, axes: str | None 
     ``"off"`` (no cell-size rescale) or the cells' diameter in pixels (in ``voxel_size`` units
     when one is given).
     """
-    cfg = config if config is not None else InferenceConfig(**options)
+    cfg = config_or_options(InferenceConfig, config, options, "scale_plan")
     net = resolve_model(model)
     source = open_image(image)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
@@ -178,7 +178,7 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     called once those tiles are stored in ``out``. ``tile_plan``: the plan of this input
     (:func:`tiled_unet.engine.plan.make_tile_plan`), when a caller has made it already.
     """
-    cfg = config if config is not None else InferenceConfig(**options)
+    cfg = config_or_options(InferenceConfig, config, options, "predict")
     net = resolve_model(model)
     source = open_image(image)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
@@ -304,20 +304,20 @@ def _predict_resampled(image, source, layout: Layout, plan: ScalePlan, net: UNet
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def predict(image: Any, model: UNet | str | os.PathLike, *, tile_shape: str | tuple[int, ...] = "auto",
-            device: str = "auto", out: Any = None, axes: str | None = None, overwrite: bool = False,
-            progress: Callable[[TileProgress], None] | None = None, **options: Any) -> Any:
+def predict(image: Any, model: UNet | str | os.PathLike, *, out: Any = None, axes: str | None = None,
+            overwrite: bool = False, progress: Callable[[TileProgress], None] | None = None,
+            config: InferenceConfig | None = None, **options: Any) -> Any:
     """Per-pixel class probabilities of ``image`` by exact overlap-tile inference.
 
     ``image``: numpy/zarr/dask array or a path (TIFF, zarr directory or zip, OME-Zarr).
     ``model``: a :class:`UNet`, a built-in model name or a model file. ``out``: None
     (return a numpy array), a zarr path (created; ``overwrite=True`` to replace) or an
     array to fill. ``progress`` is called with a :class:`TileProgress` after each batch.
-    Other options are :class:`InferenceConfig` fields (precision, batch_size, halo,
-    memory_budget, channels_last, prefetch, output_dtype).
+    ``voxel_size`` and ``diameter``: see :func:`predict_iter`. The engine's settings come as
+    ``config`` (an :class:`InferenceConfig`) or as its fields (tile_shape, device, precision,
+    batch_size, halo, memory_budget, channels_last, prefetch, output_dtype), not both.
     """
-    gen = predict_iter(image, model, out=out, axes=axes, overwrite=overwrite, tile_shape=tile_shape,
-                       device=device, **options)
+    gen = predict_iter(image, model, out=out, axes=axes, overwrite=overwrite, config=config, **options)
     return run_to_end(gen, progress)
 
 

@@ -130,3 +130,11 @@ def parse_layout(shape: tuple[int, ...], dtype: np.dtype, config: UNetConfig,
     if 0 in shape:
         raise ValueError(f"the image is empty (shape {shape})")
     return layout
+
+
+def guess_spatial_ndim(shape: tuple[int, ...], axes: str | None = None) -> int:
+    """2 or 3: the spatial axes an image has, for choosing a 2-D or 3-D model (``Z`` in ``axes``; without
+    axes, 3 or more axes unless the last is 3 or 4 long on a 3-axis image, which is read as RGB(A))."""
+    if axes:
+        return 3 if "Z" in axes.upper() else 2
+    return 3 if len(shape) >= 3 and not (len(shape) == 3 and shape[-1] in (3, 4)) else 2

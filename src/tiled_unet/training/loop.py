@@ -19,7 +19,13 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 import torch
 
-from ..config import InstanceConfig, ModelConfig, NormalizationConfig, UNetConfig
+from ..config import (
+    InstanceConfig,
+    ModelConfig,
+    NormalizationConfig,
+    UNetConfig,
+    config_or_options,
+)
 from ..engine.cellsize import training_diameter
 from ..engine.devices import resolve_device, resolve_precision
 from ..engine.predict import predict
@@ -150,7 +156,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     ``provenance``: JSON-able entries (how the data were made, the command line) added to the
     training summary of the final model and of the checkpoint model files.
     """
-    cfg = config if config is not None else TrainConfig(**options)
+    cfg = config_or_options(TrainConfig, config, options, "train")
     if isinstance(images, (str, os.PathLike)) or isinstance(labels, (str, os.PathLike)):
         raise TypeError("images and labels must be sequences of images (use datasets.pair_paths for folders)")
     if len(images) != len(labels) or not images:
