@@ -29,7 +29,7 @@ from .instances.blockwise import labels_blockwise
 from .instances.memory import consecutive, instances_from_probabilities
 from .io.arrays import create_zarr_output, open_image, scale_attrs, source_path
 from .io.layout import parse_layout
-from .io.paths import within_path
+from .io.paths import claim_output, within_path
 from .weights import resolve_model
 
 INSTANCE_OPTIONS = tuple(f.name for f in dataclasses.fields(InstanceConfig))
@@ -151,8 +151,7 @@ def _segment_to_zarr(image, net, out, probabilities, config, class_names, overwr
         if path is not None and src is not None and within_path(src, path):
             raise ValueError(f"{name} path {os.fspath(path)!r} is (or contains) the input {src!r}; "
                              f"choose another path (inputs are never overwritten)")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"output {out} exists; pass overwrite=True to replace it")
+    claim_output(out, overwrite, [src])
     if probabilities is not None and Path(probabilities).resolve() == out.resolve():
         raise ValueError("probabilities and labels need two different paths")
     workdir = None

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from ._version import __version__
 from .config import ModelConfig, NormalizationConfig, UNetConfig
+from .io.paths import claim_output
 from .model import UNet
 
 FORMAT = "tiled-unet"
@@ -70,8 +71,7 @@ def save_model(net: UNet, path: str | os.PathLike, overwrite: bool = False) -> P
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"model files end in .safetensors, got {path.name!r}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    claim_output(path, overwrite, what="model file")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
                 "package_version": __version__, "config": json.dumps(net.model_config.to_dict())}

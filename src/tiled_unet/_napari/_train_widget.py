@@ -21,6 +21,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from ..io.paths import claim_output
 from ..training.config import TrainProgress
 from ..training.loop import train_iter
 from ..training.loss import weight_map
@@ -283,8 +284,8 @@ class TrainWidget(Container):
         out = Path(out)
         if out.suffix != ".safetensors":
             out = out.with_suffix(".safetensors")
-        if out.exists() and not self._overwrite.value:
-            raise FileExistsError(f"{out} exists; tick 'overwrite an existing model file' or choose another name")
+        claim_output(out, self._overwrite.value, what="model file",
+                     replace_hint="tick 'overwrite an existing model file'")
         images, labels, voxel_size, ignore_label = self._training_data()
         init = None if self._init.value == NEW_MODEL else self._init.value
         ndim = labels[0].ndim

@@ -12,7 +12,7 @@ import numpy as np
 from ..io.arrays import TIFF_SUFFIXES, open_image, scale_attrs
 from ..io.layout import parse_layout
 from ..io.omezarr import label_path, read_ome_image, write_ome_labels
-from ..io.paths import file_stem, is_zarr, remove
+from ..io.paths import claim_output, file_stem, is_zarr, remove
 from ..io.tiff import read_tiff_meta, write_label_tiff
 from ..pipeline import (
     _default_class_names,
@@ -56,6 +56,7 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
                          f"group to write into; give an output folder with -o")
     else:
         final, partial = target, target.parent / f".{target.name}.partial"
+        claim_output(final, True, [path])  # never the input, whatever overwrite says; existing: skipped below
     if final.exists() and not overwrite:
         if partial.exists():  # left by a run stopped after its output was in place
             shutil.rmtree(partial, ignore_errors=True)

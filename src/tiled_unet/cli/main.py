@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..engine.predict import predict_iter
+from ..io.paths import claim_output
 from ..metrics import DEFAULT_THRESHOLDS, evaluate, format_table, summary
 from ..synthetic.nuclei import sample
 from ..weights import builtin_models
@@ -29,8 +30,6 @@ def _progress(event) -> None:
 def _write_tiff(path: Path, array, overwrite: bool, axes: str) -> None:
     import tifffile
 
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"output {path} already exists; pass --overwrite to replace it")
     tifffile.imwrite(path, array, imagej=False, metadata={"axes": axes})
 
 
@@ -44,8 +43,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = args.model or default_model(image, args.sample, args.axes)
     output = Path(args.output)
     to_tiff = output.suffix.lower() in (".tif", ".tiff")
-    if to_tiff and output.exists() and not args.overwrite:
-        raise FileExistsError(f"output {output} already exists; pass --overwrite to replace it")
+    claim_output(output, args.overwrite, [getattr(args, "input", None)], replace_hint="pass --overwrite to replace it")
     start = time.perf_counter()
     gen = predict_iter(image, model, out=None if to_tiff else output, overwrite=args.overwrite,
                        **inference_kwargs(args))

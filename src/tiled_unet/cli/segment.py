@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..batch.files import FileResult, FileStarted, Notice, format_summary, segment_files
+from ..io.paths import claim_output
 from ..io.tiff import write_label_tiff
 from ..pipeline import LabelProgress, segment_iter
 from ..synthetic.nuclei import sample
@@ -106,8 +107,7 @@ def _segment_sample(args: argparse.Namespace) -> int:
     model = args.model[0] if args.model else default_model(image, args.sample, args.axes)
     output = Path(args.output)
     to_tiff = output.suffix.lower() in (".tif", ".tiff")
-    if output.exists() and not args.overwrite:
-        raise FileExistsError(f"output {output} already exists; pass --overwrite to replace it")
+    claim_output(output, args.overwrite, [getattr(args, "input", None)], replace_hint="pass --overwrite to replace it")
     start = time.perf_counter()
     printer = _Printer()
     gen = segment_iter(image, model, out=None if to_tiff else output, instances=instance_overrides(args),

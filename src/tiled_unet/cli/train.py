@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..io.paths import claim_output
 from ..training.config import TrainConfig
 from ..training.datasets import pair_paths
 from ..training.loop import train_iter
@@ -71,8 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix != ".safetensors":
         raise ValueError(f"the model file must end in .safetensors, got {output.name!r}")
-    if output.exists() and not args.overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    claim_output(output, args.overwrite, what="model file", replace_hint="pass --overwrite to replace it")
     if args.resume and not args.checkpoints:
         raise ValueError("--resume needs --checkpoints FOLDER")
     images, labels = _pairs(args.images, args.labels)

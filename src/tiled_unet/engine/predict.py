@@ -21,7 +21,7 @@ from ..events import run_to_end
 from ..instances.memory import class_roles, instances_from_probabilities, masks
 from ..io.arrays import create_zarr_output, is_array_like, open_image, source_path
 from ..io.layout import Layout, parse_layout
-from ..io.paths import within_path
+from ..io.paths import claim_output
 from ..model import UNet
 from ..weights import resolve_model
 from . import normalize
@@ -42,11 +42,7 @@ class _Sink:
             self.array = np.empty(shape, dtype)
             return
         if isinstance(out, (str, os.PathLike)):
-            src = source_path(image)
-            if src is not None and within_path(src, out):
-                raise ValueError(f"output path {os.fspath(out)!r} is (or contains) the input path "
-                                 f"{src!r}; write the probabilities somewhere else (inputs are never "
-                                 f"overwritten)")
+            claim_output(out, overwrite, [source_path(image)])
             self.path = os.fspath(out)
             self.array = create_zarr_output(out, shape, chunks, dtype, overwrite)
             self.array.attrs.update({**attrs, "complete": False})
@@ -280,9 +276,8 @@ def _predict_resampled(image, source, layout: Layout, plan: ScalePlan, net: UNet
         if hasattr(probs, "attrs"):
             probs.attrs.update({"resampled_by": list(factors), "diameter": plan.diameter})
         return probs
-    if isinstance(out, (str, os.PathLike)) and os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"output {out} already exists; pass overwrite=True (CLI: --overwrite) to "
-                              f"replace it, or choose another path")
+    if isinstance(out, (str, os.PathLike)):
+        claim_output(out, overwrite, [source_path(image)])
     scratch = tempfile.mkdtemp(prefix=".tiled-unet-resample.", dir=os.path.dirname(os.path.abspath(out))
                                if isinstance(out, (str, os.PathLike)) else None)
     try:

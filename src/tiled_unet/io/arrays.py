@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .paths import claim_output
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr", ".zip")
 ZARR_MAJOR = int(zarr.__version__.split(".")[0])
@@ -98,10 +100,8 @@ def create_zarr_output(path: str | os.PathLike, shape: tuple[int, ...], chunks: 
                        dtype: Any, overwrite: bool) -> Any:
     """Create the zarr array ``predict`` writes into; refuse to replace data unless told to."""
     path = Path(path)
+    claim_output(path, overwrite)
     if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"output {path} already exists; pass overwrite=True (CLI: --overwrite) "
-                                  f"to replace it, or choose another path")
         if path.is_dir():
             shutil.rmtree(path)
         else:

@@ -14,6 +14,8 @@ from typing import Any
 
 import zarr
 
+from .paths import claim_output
+
 UNITS = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "meter": 1e6, "centimeter": 1e4}
 
 
@@ -76,9 +78,7 @@ def write_ome_labels(image: OmeImage, name: str, labels: Any, scratch: Path, ove
     """Copy ``labels`` (a zarr array, the image's axes without channels) into the image as
     ``labels/<name>``; built in ``scratch`` (same file system) and moved in whole."""
     target = label_path(image, name)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite (CLI: --overwrite) to replace "
-                              f"these labels")
+    claim_output(target, overwrite, what="labels")
     keep = [i for i, a in enumerate(image.axes or "") if a != "C"]
     axes_meta = [image.axes_meta[i] for i in keep] if image.axes else None
     scale = [image.scale[i] for i in keep] if image.scale and image.axes else None

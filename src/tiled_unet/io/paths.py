@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 
 def is_zarr(path: Path) -> bool:
@@ -36,3 +37,17 @@ def remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():
         path.unlink()
+
+
+def claim_output(path: str | os.PathLike, overwrite: bool, inputs: Any = (), *, what: str = "output",
+                 replace_hint: str = "pass overwrite=True (CLI: --overwrite) to replace it") -> Path:
+    """The one check before writing ``path``: never an input, inside one or around one (whatever
+    ``overwrite`` says); an existing file or folder only with ``overwrite``. ``inputs``: paths or None."""
+    path = Path(path)
+    for source in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs):
+        if source is not None and (within_path(path, source) or within_path(source, path)):
+            raise ValueError(f"{what} {os.fspath(path)!r} is, contains or lies inside the input "
+                             f"{os.fspath(source)!r}; choose another path (inputs are never overwritten)")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{what} {os.fspath(path)} already exists; {replace_hint}, or choose another path")
+    return path

@@ -32,6 +32,7 @@ from ..engine.predict import predict
 from ..events import run_to_end
 from ..instances.memory import instances_from_probabilities
 from ..io.arrays import open_image
+from ..io.paths import claim_output
 from ..metrics import match
 from ..model import UNet
 from ..weights import load_model, save_model
@@ -163,8 +164,9 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         raise ValueError(f"need the same positive number of images and label images, got {len(images)} and "
                          f"{len(labels)}")
     _check_provenance(provenance)
-    if out is not None and Path(out).exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    if out is not None:
+        claim_output(out, overwrite, [p for p in (*images, *labels) if isinstance(p, (str, os.PathLike))],
+                     what="model file")
 
     spatial_ndim = open_image(labels[0]).ndim
     image_shape = open_image(images[0]).shape
