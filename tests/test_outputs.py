@@ -11,6 +11,7 @@ import tifffile
 import zarr
 
 import tiled_unet
+import tiled_unet.synthetic
 from tiled_unet.cli.main import main
 from tiled_unet.io.paths import claim_output
 

@@ -253,27 +253,43 @@ def _stream(function: Callable, *args, **kwargs) -> Generator:
     return outcome["value"]
 
 
+class _Frame:
+    """One frame of a ``(*lead, classes, *spatial)`` array, read region by region (never copied whole)."""
+
+    def __init__(self, array: Any, frame: tuple[int, ...]):
+        self.array, self.frame = array, frame
+        self.shape = tuple(array.shape[len(frame):])
+        self.chunks = tuple(array.chunks[len(frame):])
+        self.dtype, self.ndim = array.dtype, len(self.shape)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return self.array[self.frame + (index if isinstance(index, tuple) else (index,))]
+
+
+def _copy_by_chunks(source: Any, target: Any, frame: tuple[int, ...]) -> None:
+    """``target[frame] = source`` one chunk of ``source`` at a time (memory bounded by the chunk)."""
+    chunks = tuple(source.chunks)
+    for corner in itertools.product(*(range(0, n, c) for n, c in zip(source.shape, chunks))):
+        region = tuple(slice(i, min(i + c, n)) for i, c, n in zip(corner, chunks, source.shape))
+        target[frame + region] = source[region]
+
+
 def _segment_frames(probs, out, lead, spatial, config, class_names, block_shape, overwrite, scheduler,
                     workdir):
-    """Extra axes (e.g. T): each frame labelled on its own, then copied into one array."""
-    import zarr
-
+    """Extra axes (e.g. T): each frame labelled on its own (read from ``probs`` block by block), then
+    copied into one array chunk by chunk."""
     scratch = Path(workdir or tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     target = None
     try:
         for frame in itertools.product(*(range(n) for n in lead)):
-            frame_probs = zarr.open_array(str(scratch / "frame_probabilities.zarr"), mode="w",
-                                          shape=probs.shape[len(lead):], dtype=probs.dtype,
-                                          chunks=probs.chunks[len(lead):])
-            frame_probs[...] = probs[frame]
             frame_out = scratch / "frame_labels.zarr"
-            frame_labels = yield from _stream(labels_blockwise, frame_probs, frame_out, config=config,
+            frame_labels = yield from _stream(labels_blockwise, _Frame(probs, frame), frame_out, config=config,
                                               class_names=class_names, block_shape=block_shape, overwrite=True,
                                               scheduler=scheduler, tmpdir=scratch)
             if target is None:
                 target = create_zarr_output(out, lead + spatial, (1,) * len(lead) + tuple(frame_labels.chunks),
                                             "uint32", overwrite)
-            target[frame] = frame_labels[...]
+            _copy_by_chunks(frame_labels, target, frame)
         return target
     finally:
         if workdir is None:
