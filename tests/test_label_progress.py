@@ -10,7 +10,9 @@ import pytest
 import zarr
 
 from tiled_unet import segment
-from tiled_unet.pipeline import LabelProgress, LabellingCancelled, _stream, segment_iter
+from tiled_unet.config import LabelProgress
+from tiled_unet.instances.zarr_labels import LabellingCancelled, stream_progress
+from tiled_unet.pipeline import segment_iter
 from tiled_unet.synthetic import sample
 
 M2 = "nuclei-2d"
@@ -35,7 +37,7 @@ def test_events_arrive_before_the_function_returns():
         progress(1, 2, "masks")
         return 42
 
-    gen = _stream(work)
+    gen = stream_progress(work)
     first = next(gen)
     released.set()
     events, value = run(gen)
@@ -59,7 +61,7 @@ def test_closing_cancels_at_the_next_report_and_waits():
             time.sleep(0.2)  # cleanup that the generator must wait for
             state["ended"] = True
 
-    gen = _stream(work)
+    gen = stream_progress(work)
     next(gen)
     gen.close()
     assert state["ended"] and state["reports"] < 500 and state["stopped_by"] is LabellingCancelled
@@ -71,7 +73,7 @@ def test_errors_of_the_function_are_raised_by_the_generator():
         progress(0, 1, "masks")
         raise ValueError("bad block")
 
-    gen = _stream(work)
+    gen = stream_progress(work)
     assert next(gen) == LabelProgress(0, 1, "masks")
     with pytest.raises(ValueError, match="bad block"):
         next(gen)

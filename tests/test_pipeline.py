@@ -7,7 +7,7 @@ import zarr
 
 import tiled_unet
 import tiled_unet.synthetic
-from tiled_unet.pipeline import _Frame
+from tiled_unet.instances.zarr_labels import FrameView
 
 
 def test_frames_zarr_to_zarr_equal_in_memory(tmp_path):
@@ -25,6 +25,6 @@ def test_frames_zarr_to_zarr_equal_in_memory(tmp_path):
 def test_frame_view_reads_regions_of_one_frame():
     array = zarr.create_array(store={}, shape=(2, 3, 10, 12), chunks=(1, 3, 5, 6), dtype="float32")
     array[...] = np.arange(array.size, dtype="float32").reshape(array.shape)
-    view = _Frame(array, (1,))
+    view = FrameView(array, (1,))
     assert view.shape == (3, 10, 12) and view.chunks == (3, 5, 6) and view.ndim == 3
     np.testing.assert_array_equal(view[:, 2:4, 5:], array[1, :, 2:4, 5:])

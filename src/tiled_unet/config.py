@@ -231,6 +231,19 @@ class TileProgress:
 
 
 @dataclass(frozen=True)
+class LabelProgress:
+    """Yielded while labelling: ``done`` of ``total`` blocks (or frames) of one ``stage``."""
+
+    done: int
+    total: int
+    stage: str = "labels"
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
     """Options of :func:`tiled_unet.predict` (see the README for each one)."""
 

@@ -110,6 +110,14 @@ class UNet(nn.Module):
     def geometry(self) -> UNetGeometry:
         return UNetGeometry(self.config.ndim, self.config.depth, self.config.padding)
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The stored class names, else the usual ones for the number of classes."""
+        classes = self.config.num_classes
+        return tuple(self.model_config.class_names) or {
+            1: ("foreground",), 2: ("background", "foreground"),
+            3: ("background", "interior", "boundary")}.get(classes, tuple(f"class{i}" for i in range(classes)))
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Spatial output shape for a spatial input shape (ValueError if not valid)."""
         return self.geometry.output_shape(tuple(input_shape))

@@ -15,7 +15,6 @@ from ..io.omezarr import label_path, read_ome_image, write_ome_labels
 from ..io.paths import claim_output, file_stem, is_zarr, remove
 from ..io.tiff import read_tiff_meta, write_label_tiff
 from ..pipeline import (
-    _default_class_names,
     resolve_instance_config,
     resolved_scale,
     segment_in_memory,
@@ -85,7 +84,6 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
         return os.fspath(final), "done", cells, message
 
     config = resolve_instance_config(net.model_config.instances, instances)
-    class_names = tuple(net.model_config.class_names) or _default_class_names(net.config.num_classes)
     spatial_voxel = _spatial(voxel, net.config.ndim)
     notes = []
     scaled = resolved_scale(path, net, axes, dict(options, voxel_size=spatial_voxel))
@@ -96,10 +94,10 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
                            instances=config, overwrite=True, block_shape=block_shape, scheduler=scheduler,
                            axes=axes, **{k: v for k, v in scaled.items() if k != "model_grid"})
     else:
-        gen = segment_zarr_iter(path, net, partial, instances=config, class_names=class_names,
-                                overwrite=overwrite, axes=axes, block_shape=block_shape, scheduler=scheduler,
-                                client=client, options={k: v for k, v in scaled.items()
-                                                        if k not in ("model_grid", "voxel_size", "diameter")})
+        gen = segment_zarr_iter(path, net, partial, instances=config, overwrite=overwrite, axes=axes,
+                                block_shape=block_shape, scheduler=scheduler, client=client,
+                                options={k: v for k, v in scaled.items()
+                                         if k not in ("model_grid", "voxel_size", "diameter")})
     while True:
         try:
             event = next(gen)
@@ -150,8 +148,7 @@ def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, 
     source = open_image(path)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
     config = resolve_instance_config(net.model_config.instances, instances)
-    class_names = tuple(net.model_config.class_names) or _default_class_names(net.config.num_classes)
-    labels, probs = yield from segment_in_memory(path, net, config, class_names, layout.axes,
+    labels, probs = yield from segment_in_memory(path, net, config, layout.axes,
                                                  dict(options, voxel_size=_spatial(voxel, net.config.ndim)))
     label_axes = layout.output_axes.replace("C", "")
     sizes = {a: v for a, v in voxel.items() if a in layout.spatial_axes}

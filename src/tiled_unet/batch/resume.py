@@ -25,10 +25,10 @@ from ..config import InferenceConfig, InstanceConfig
 from ..engine.distributed import predict_blocks_iter
 from ..engine.plan import TilePlan, TileRecord, tile_plan
 from ..engine.predict import predict_iter
-from ..instances.blockwise import labels_blockwise
 from ..io.arrays import open_image, source_path
+from ..io.paths import remove
 from ..model import UNet
-from ..pipeline import _segment_frames, _stream
+from ..pipeline import labels_zarr_iter
 from ..weights import model_bytes
 
 MANIFEST_FORMAT = "tiled-unet-partial"
@@ -107,11 +107,12 @@ def prepare(partial: Path, manifest: dict, overwrite: bool, make_plan) -> tuple[
 
 
 def segment_zarr_iter(image: Any, net: UNet, partial: Path, *, instances: InstanceConfig,
-                      class_names: tuple[str, ...], overwrite: bool = False, axes: str | None = None,
+                      overwrite: bool = False, axes: str | None = None,
                       block_shape: tuple[int, ...] | None = None, scheduler: Any = None,
                       client: Any = None, options: dict | None = None) -> Generator[Any, None, Any]:
-    """Probabilities (resumable) and labels of ``image`` in ``partial``; returns the labels
-    zarr array ``partial/labels.zarr`` (the caller moves it, and the probabilities, into place)."""
+    """Probabilities (resumable, on a cluster with ``client``) and labels (the one labelling
+    stage, :func:`tiled_unet.pipeline.labels_zarr_iter`) of ``image`` in ``partial``; returns the
+    labels zarr array ``partial/labels.zarr`` (the caller moves it, and the probabilities, into place)."""
     cfg = InferenceConfig(**(options or {}))
     source = open_image(image)
     _, digest = model_bytes(net)
@@ -130,21 +131,9 @@ def segment_zarr_iter(image: Any, net: UNet, partial: Path, *, instances: Instan
         yield from predict_iter(image, net, out=probs, axes=plan.layout.axes, config=cfg, tile_hook=record,
                                 tile_plan=plan)
     probs.attrs.update({"axes": plan.layout.output_axes, "model": net.model_config.name,
-                        "class_names": list(class_names), "complete": True})
+                        "class_names": list(net.class_names), "complete": True})
     labels_path = partial / "labels.zarr"
-    if labels_path.exists():
-        shutil.rmtree(labels_path)
-    nd = net.config.ndim
-    lead, spatial = plan.output_shape[:-nd - 1], plan.output_shape[-nd:]
-    scheduler = client if client is not None else scheduler
-    if not lead:
-
-        yield from _stream(labels_blockwise, probs, labels_path, config=instances, class_names=class_names,
-                           block_shape=block_shape, scheduler=scheduler, tmpdir=partial)
-    else:
-        yield from _segment_frames(probs, labels_path, lead, spatial, instances, class_names, block_shape,
-                                   True, scheduler, str(partial))
-    labels = zarr.open_array(str(labels_path), mode="r+")
-    labels.attrs.update({"axes": plan.layout.output_axes.replace("C", ""), "model": net.model_config.name,
-                         "instances": instances.to_dict()})
-    return labels
+    remove(labels_path)
+    return (yield from labels_zarr_iter(probs, labels_path, net, instances, block_shape=block_shape,
+                                        overwrite=True, scheduler=client if client is not None else scheduler,
+                                        workdir=partial))

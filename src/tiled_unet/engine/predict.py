@@ -144,7 +144,7 @@ def scale_plan(image: Any, model: UNet | str | os.PathLike, *, axes: str | None 
 
 def _scale_plan(source: Any, layout: Layout, net: UNet, voxel_size: Any, diameter: Any,
                 cfg: InferenceConfig) -> ScalePlan:
-    class_names = net.model_config.class_names or ("background", "interior", "boundary")
+    class_names = net.class_names
     roles = class_roles(class_names, net.config.num_classes)
 
     def cells_of(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
