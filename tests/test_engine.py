@@ -252,3 +252,30 @@ def test_config_and_its_fields_together_are_refused():
     by_config = tiled_unet.predict(image, "placeholder-2d", config=cfg)
     np.testing.assert_array_equal(by_config, tiled_unet.predict(image, "placeholder-2d", device="cpu",
                                                                 tile_shape=(16, 16)))
+
+
+class Recording:
+    """A user's sink: keeps every write, returns how many at the end."""
+
+    def __init__(self, shape):
+        self.array, self.writes = np.zeros(shape, np.float32), []
+
+    def write(self, index, values):
+        self.writes.append(index)
+        self.array[index] = values
+
+    def finish(self):
+        return len(self.writes)
+
+
+def test_a_sink_object_receives_every_tile(net2d, image2d):
+    expected = tiled_unet.predict(image2d, net2d, tile_shape=(16, 16), **CPU)
+    sink = Recording(expected.shape)
+    assert tiled_unet.predict(image2d, net2d, out=sink, tile_shape=(16, 16), **CPU) == 12
+    assert len({tuple((s.start, s.stop) for s in index[1:]) for index in sink.writes}) == 12  # 12 regions
+    np.testing.assert_array_equal(sink.array, expected)
+
+
+def test_out_that_is_neither_array_nor_sink_is_refused(net2d, image2d):
+    with pytest.raises(TypeError, match="a Sink"):
+        tiled_unet.predict(image2d, net2d, out=[1, 2], **CPU)

@@ -83,7 +83,7 @@ def output_chunks(layout: Layout, classes: int, step: tuple[int, ...]) -> tuple[
 
 
 class TileRecord:
-    """The ``tile_hook`` of :func:`tiled_unet.predict_iter`: skips recorded tiles (and, for a
+    """A :class:`~tiled_unet.engine.sinks.TileHook` of resumable runs: skips recorded tiles (and, for a
     block of a distributed run, those outside it) and appends stored tiles to ``path``."""
 
     def __init__(self, path: str | None, done: set[tuple[int, int]] = frozenset(),

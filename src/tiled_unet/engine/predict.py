@@ -19,7 +19,7 @@ import torch
 from ..config import InferenceConfig, TileProgress, config_or_options
 from ..events import run_to_end
 from ..instances.memory import class_roles, instances_from_probabilities, masks
-from ..io.arrays import create_zarr_output, is_array_like, open_image, source_path
+from ..io.arrays import open_image, source_path
 from ..io.layout import Layout, parse_layout
 from ..io.paths import claim_output
 from ..model import UNet
@@ -29,42 +29,8 @@ from .devices import resolve_device, resolve_precision
 from .plan import TilePlan, make_tile_plan
 from .resample import ResampledArray, resampled_size
 from .scale import ScalePlan, plan_scale
+from .sinks import TileHook, open_sink
 from .tiling import Tile, UNetGeometry, mirror_pad_whole, split_tile
-
-
-class _Sink:
-    """Where probabilities go: a new numpy array, a given array, or a zarr array on disk."""
-
-    def __init__(self, out: Any, image: Any, shape: tuple[int, ...], chunks: tuple[int, ...],
-                 dtype: str, overwrite: bool, attrs: dict[str, Any]):
-        self.path = None
-        if out is None:
-            self.array = np.empty(shape, dtype)
-            return
-        if isinstance(out, (str, os.PathLike)):
-            claim_output(out, overwrite, [source_path(image)])
-            self.path = os.fspath(out)
-            self.array = create_zarr_output(out, shape, chunks, dtype, overwrite)
-            self.array.attrs.update({**attrs, "complete": False})
-            return
-        if not is_array_like(out):
-            raise TypeError(f"out must be None, a zarr path or an array, got {type(out).__name__}")
-        if tuple(out.shape) != tuple(shape):
-            raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(shape)} "
-                             f"(extra axes, classes, spatial axes)")
-        if np.dtype(out.dtype).kind != "f":
-            raise ValueError(f"out must have a float dtype for probabilities, got {out.dtype}")
-        if out is image:
-            raise ValueError("out is the input array; write the probabilities somewhere else")
-        self.array = out
-
-    def write(self, index: tuple, values: np.ndarray) -> None:
-        self.array[index] = values
-
-    def finish(self) -> Any:
-        if self.path is not None:
-            self.array.attrs["complete"] = True
-        return self.array
 
 
 def _read_tile(source: Any, layout: Layout, frame: tuple[int, ...], tile: Tile,
@@ -158,7 +124,7 @@ def _scale_plan(source: Any, layout: Layout, net: UNet, voxel_size: Any, diamete
 
 def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None, axes: str | None = None,
                  overwrite: bool = False, voxel_size: tuple[float, ...] | None = None, diameter: Any = "auto",
-                 config: InferenceConfig | None = None, tile_hook: Any = None, model_grid: bool = False,
+                 config: InferenceConfig | None = None, tile_hook: TileHook | None = None, model_grid: bool = False,
                  tile_plan: TilePlan | None = None, **options: Any) -> Generator[TileProgress, None, Any]:
     """Class probabilities of ``image``, tile by tile; yields progress, returns the result.
 
@@ -168,10 +134,11 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     when the image's voxel size or cell size differs from the model's, the image is resampled
     to the model's grid and the probabilities back to the image's (see :mod:`tiled_unet.resample`),
     or not back with ``model_grid=True`` (as :func:`tiled_unet.segment` labels them).
-    ``tile_hook`` (for resumable and distributed runs; not with resampling): an object
-    with ``skip(frame, tile) -> bool`` (tiles not to compute), ``intensity(frame)`` ->
-    ``(offset, scale)`` or None (given normalisation), and ``written(frame, tiles)``,
-    called once those tiles are stored in ``out``. ``tile_plan``: the plan of this input
+    ``out``: None, an array, a zarr path or a :class:`~tiled_unet.engine.sinks.Sink`.
+    ``tile_hook`` (for resumable and distributed runs; not with resampling): a
+    :class:`~tiled_unet.engine.sinks.TileHook`: ``skip(frame, tile) -> bool`` (tiles not to
+    compute), ``intensity(frame)`` -> ``(offset, scale)`` or None (given normalisation), and
+    ``written(frame, tiles)``, called once those tiles are stored in ``out``. ``tile_plan``: the plan of this input
     (:func:`tiled_unet.engine.plan.make_tile_plan`), when a caller has made it already.
     """
     cfg = config_or_options(InferenceConfig, config, options, "predict")
@@ -196,7 +163,7 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     geometry, tiles = tile_plan.geometry, list(tile_plan.tiles)
     attrs = {"axes": layout.output_axes, "model": net.model_config.name,
              "class_names": list(net.model_config.class_names)}
-    sink = _Sink(out, image, tile_plan.output_shape, tile_plan.chunks, cfg.output_dtype, overwrite, attrs)
+    sink = open_sink(out, image, tile_plan.output_shape, tile_plan.chunks, cfg.output_dtype, overwrite, attrs)
     was_training = net.training
     net.to(device).eval()
     if channels_last:
@@ -287,7 +254,7 @@ def _predict_resampled(image, source, layout: Layout, plan: ScalePlan, net: UNet
         step = tuple(min(n, 256) for n in final_shape[-net.config.ndim:])
         chunks = (1,) * (len(final_shape) - len(step)) + step
         chunks = chunks[:len(layout.lead_shape)] + (final_shape[len(layout.lead_shape)],) + chunks[len(layout.lead_shape) + 1:]
-        sink = _Sink(out, image, final_shape, chunks, cfg.output_dtype, overwrite, {
+        sink = open_sink(out, image, final_shape, chunks, cfg.output_dtype, overwrite, {
             "axes": layout.output_axes, "model": net.model_config.name,
             "class_names": list(net.model_config.class_names), "resampled_by": list(factors),
             "diameter": plan.diameter})
