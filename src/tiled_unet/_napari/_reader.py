@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..io.arrays import TIFF_SUFFIXES, open_tiff
+from ..io.omezarr import multiscales_of, ome_attrs
 from ..io.tiff import read_tiff_meta
 
 ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
@@ -94,7 +95,7 @@ def _ome_labels(group: Any) -> list[tuple]:
     if "labels" not in group:
         return []
     attrs = dict(group["labels"].attrs)
-    names = attrs.get("ome", attrs).get("labels") or []
+    names = ome_attrs(attrs).get("labels") or []
     layers = []
     for name in names:
         try:
@@ -111,14 +112,8 @@ def _is_labels(attrs: dict, dtype: np.dtype) -> bool:
 
 
 def _read_ome(group: Any, name: str, where: str) -> tuple:
-    attrs = dict(group.attrs)
-    ome = attrs.get("ome", attrs)
-    multiscales = ome.get("multiscales")
-    if not multiscales:
-        arrays = sorted(n for n, _ in group.arrays())
-        raise ValueError(f"{where} is a zarr group without OME-Zarr 'multiscales' metadata; open one of "
-                         f"its arrays instead (found: {arrays or 'none'})")
-    first = multiscales[0]
+    ome = ome_attrs(dict(group.attrs))
+    first = multiscales_of(group, where)
     levels = [group[d["path"]] for d in first["datasets"]]
     meta: dict[str, Any] = {"name": first.get("name") or name}
     axes = first.get("axes")

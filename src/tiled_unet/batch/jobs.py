@@ -13,7 +13,7 @@ from ..io.arrays import TIFF_SUFFIXES, open_image, scale_attrs
 from ..io.layout import parse_layout
 from ..io.omezarr import label_path, read_ome_image, write_ome_labels
 from ..io.paths import claim_output, file_stem, is_zarr, remove
-from ..io.tiff import read_tiff_meta, write_label_tiff
+from ..io.tiff import read_tiff_meta, write_label_tiff, write_tiff
 from ..pipeline import (
     resolve_instance_config,
     resolved_scale,
@@ -150,25 +150,14 @@ def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, 
     config = resolve_instance_config(net.model_config.instances, instances)
     labels, probs = yield from segment_in_memory(path, net, config, layout.axes,
                                                  dict(options, voxel_size=_spatial(voxel, net.config.ndim)))
-    label_axes = layout.output_axes.replace("C", "")
     sizes = {a: v for a, v in voxel.items() if a in layout.spatial_axes}
-    tmp = final.parent / f".{final.name}.partial"
-    keep = _probs_path(final, "tif")
-    tmp_probs = final.parent / f".{keep.name}.partial"
-    try:
-        write_label_tiff(tmp, labels, label_axes, sizes)
-        message = ""
-        if probabilities:
-            import tifffile
-
-            tifffile.imwrite(tmp_probs, np.asarray(probs, np.float32), metadata={"axes": layout.output_axes})
-            os.replace(tmp_probs, keep)
-            message = f"probabilities in {keep}"
-        os.replace(tmp, final)
-    finally:
-        for leftover in (tmp, tmp_probs):
-            if leftover.exists():
-                leftover.unlink()
+    message = ""
+    if probabilities:  # first: the labels in place mark the file as done
+        keep = _probs_path(final, "tif")
+        same_grid = probs.shape[-net.config.ndim:] == labels.shape[-net.config.ndim:]
+        write_tiff(keep, np.asarray(probs, np.float32), layout.output_axes, sizes if same_grid else None)
+        message = f"probabilities in {keep}"
+    write_label_tiff(final, labels, layout.output_axes.replace("C", ""), sizes)
     return label_count(labels), message
 
 

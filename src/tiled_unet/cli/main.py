@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .._version import __version__
 from ..engine.predict import predict_iter
+from ..events import run_to_end
 from ..io.paths import claim_output
+from ..io.tiff import write_tiff
 from ..metrics import DEFAULT_THRESHOLDS, evaluate, format_table, summary
 from ..synthetic.nuclei import sample
 from ..weights import builtin_models
@@ -27,12 +29,6 @@ def _progress(event) -> None:
           end="", file=sys.stderr, flush=True)
 
 
-def _write_tiff(path: Path, array, overwrite: bool, axes: str) -> None:
-    import tifffile
-
-    tifffile.imwrite(path, array, imagej=False, metadata={"axes": axes})
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
 
     if (args.input is None) == (args.sample is None):
@@ -47,15 +43,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     gen = predict_iter(image, model, out=None if to_tiff else output, overwrite=args.overwrite,
                        **inference_kwargs(args))
-    try:
-        while True:
-            _progress(next(gen))
-    except StopIteration as stop:
-        probs = stop.value
+    probs = run_to_end(gen, _progress)
     print(file=sys.stderr)
     axes = probs.attrs["axes"] if not to_tiff else output_axes(image, model, args.axes)
     if to_tiff:
-        _write_tiff(output, probs, args.overwrite, axes)
+        write_tiff(output, probs, axes)
     elapsed = time.perf_counter() - start
     print(f"wrote {output}: class probabilities, axes {axes}, shape {tuple(probs.shape)}, "
           f"{elapsed:.1f} s")

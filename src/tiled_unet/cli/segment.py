@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..batch.files import FileResult, FileStarted, Notice, format_summary, segment_files
+from ..events import run_to_end
 from ..io.paths import claim_output
 from ..io.tiff import write_label_tiff
 from ..pipeline import LabelProgress, segment_iter
@@ -113,11 +114,7 @@ def _segment_sample(args: argparse.Namespace) -> int:
     gen = segment_iter(image, model, out=None if to_tiff else output, instances=instance_overrides(args),
                        overwrite=args.overwrite, tile_shape=args.tile_shape, device=args.device,
                        precision=args.precision, batch_size=args.batch_size, diameter=diameter_arg(args.diameter))
-    try:
-        while True:
-            printer(next(gen))
-    except StopIteration as stop:
-        labels = stop.value
+    labels = run_to_end(gen, printer)
     printer._end()
     if to_tiff:  # a label TIFF like those of other inputs (ImageJ, uint16 below 65,536 cells)
 

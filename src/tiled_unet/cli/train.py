@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..events import run_to_end
 from ..io.paths import claim_output
 from ..training.config import TrainConfig
 from ..training.datasets import pair_paths
@@ -67,6 +68,16 @@ def _pairs(images: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
     return images, labels
 
 
+def _print_progress(event) -> None:
+    if event.kind == "step":
+        print(f"\repoch {event.epoch}/{event.epochs} step {event.step}/{event.steps} "
+              f"loss {event.loss:.4f}", end="", file=sys.stderr, flush=True)
+    else:
+        ap = "n/a" if event.val_ap is None else f"{event.val_ap:.3f}"
+        print(f"\repoch {event.epoch}/{event.epochs} loss {event.loss:.4f} validation AP@0.5 {ap} "
+              f"(best epoch {event.best_epoch}) {event.seconds:.0f} s", file=sys.stderr, flush=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
 
     output = Path(args.output)
@@ -86,19 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                      resume=args.resume, voxel_size=tuple(args.voxel_size or ()), name=args.name or output.stem,
                      overwrite=args.overwrite)
     try:
-        while True:
-            event = next(gen)
-            if event.kind == "step":
-                print(f"\repoch {event.epoch}/{event.epochs} step {event.step}/{event.steps} "
-                      f"loss {event.loss:.4f}", end="", file=sys.stderr, flush=True)
-            else:
-                ap = "n/a" if event.val_ap is None else f"{event.val_ap:.3f}"
-                print(f"\repoch {event.epoch}/{event.epochs} loss {event.loss:.4f} validation AP@0.5 {ap} "
-                      f"(best epoch {event.best_epoch}) {event.seconds:.0f} s", file=sys.stderr, flush=True)
-    except StopIteration as stop:
-        net = stop.value
-    except KeyboardInterrupt:
-        gen.close()
+        net = run_to_end(gen, _print_progress)
+    except KeyboardInterrupt:  # run_to_end closed gen: the kept weights are written
         kept = "the best model so far" if args.keep == "best" else "the last complete epoch's model"
         print(f"\ninterrupted: {kept} is in {output}", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .omezarr import multiscales_of
 from .paths import claim_output
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -20,17 +21,6 @@ UNIT = "micrometer"  # of voxel sizes in zarr attributes (OME-Zarr's name for it
 
 def is_array_like(obj: Any) -> bool:
     return all(hasattr(obj, a) for a in ("shape", "dtype", "__getitem__"))
-
-
-def _ome_level0(group: Any, where: str) -> Any:
-    attrs = dict(group.attrs)
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if not multiscales:
-        arrays = sorted(name for name, _ in group.arrays())
-        raise ValueError(f"{where} is a zarr group without OME-Zarr 'multiscales' metadata; "
-                         f"point to one of its arrays instead (found: {arrays or 'none'})")
-    path = multiscales[0]["datasets"][0]["path"]
-    return group[path]
 
 
 def open_zarr(path: str | os.PathLike, mode: str = "r") -> Any:
@@ -45,7 +35,7 @@ def open_zarr(path: str | os.PathLike, mode: str = "r") -> Any:
         node = zarr.open(str(path), mode=mode)
     if isinstance(node, zarr.Array):
         return node
-    return _ome_level0(node, str(path))
+    return node[multiscales_of(node, str(path))["datasets"][0]["path"]]
 
 
 def open_tiff(path: str | os.PathLike) -> Any:

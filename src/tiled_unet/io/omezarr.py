@@ -15,8 +15,7 @@ from typing import Any
 import zarr
 
 from .paths import claim_output
-
-UNITS = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "meter": 1e6, "centimeter": 1e4}
+from .units import unit_factor
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,22 @@ class OmeImage:
     scale: list[float] | None
 
 
-def _ome_attrs(attrs: dict) -> tuple[dict, str | None]:
-    if "ome" in attrs:
-        return attrs["ome"], attrs["ome"].get("version", "0.5")
-    return attrs, None
+def ome_attrs(attrs: dict) -> dict:
+    """A zarr group's OME metadata: nested under ``"ome"`` (NGFF 0.5) or the attributes themselves (0.4)."""
+    return attrs["ome"] if "ome" in attrs else attrs
+
+
+def multiscales_of(group: Any, where: str | None = None) -> dict | None:
+    """The first entry of a zarr group's OME-Zarr ``multiscales``. Without one: None, or with
+    ``where`` (the group's path) a ValueError that names it and the arrays the group holds."""
+    multiscales = ome_attrs(dict(group.attrs)).get("multiscales")
+    if multiscales:
+        return multiscales[0]
+    if where is None:
+        return None
+    arrays = sorted(name for name, _ in group.arrays())
+    raise ValueError(f"{where} is a zarr group without OME-Zarr 'multiscales' metadata; "
+                     f"point to one of its arrays instead (found: {arrays or 'none'})")
 
 
 def read_ome_image(path: str | os.PathLike) -> OmeImage | None:
@@ -48,12 +59,11 @@ def read_ome_image(path: str | os.PathLike) -> OmeImage | None:
         return None
     if isinstance(node, zarr.Array):
         return None
-    attrs, version = _ome_attrs(dict(node.attrs))
-    multiscales = attrs.get("multiscales")
-    if not multiscales:
+    ms = multiscales_of(node)
+    if ms is None:
         return None
-    ms = multiscales[0]
-    version = version or ms.get("version", "0.4")
+    attrs = dict(node.attrs)
+    version = attrs["ome"].get("version", "0.5") if "ome" in attrs else ms.get("version", "0.4")
     axes_meta = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [])]
     names = [str(a.get("name", "")).upper()[:1] for a in axes_meta]
     axes = "".join(names) if names and len(set(names)) == len(names) and all(names) else None
@@ -64,7 +74,7 @@ def read_ome_image(path: str | os.PathLike) -> OmeImage | None:
     sizes = {}
     if axes and scale and len(scale) == len(axes):
         for letter, meta, s in zip(axes, axes_meta, scale):
-            factor = UNITS.get(meta.get("unit", "micrometer"))
+            factor = unit_factor(meta.get("unit", "micrometer"))
             if letter in "ZYX" and factor is not None and s > 0:
                 sizes[letter] = s * factor
     return OmeImage(path, axes, sizes, str(version), node.metadata.zarr_format, axes_meta, scale)

@@ -1,4 +1,4 @@
-"""TIFF axes and voxel size: read them from ImageJ / OME / resolution tags, write them to label TIFFs.
+"""TIFF axes and voxel size: read them from ImageJ / OME / resolution tags; the one TIFF writer.
 
 Voxel sizes are in micrometres. Axes use tiled-unet's letters: ``Y``, ``X``, ``Z`` spatial,
 ``C`` channels (TIFF samples ``S`` included), any other letter an extra axis (``T``, ...).
@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-# length units as written by ImageJ, OME and others -> micrometres
-UNITS = {"m": 1e6, "mm": 1e3, "cm": 1e4, "um": 1.0, "\u03bcm": 1.0, "\u00b5m": 1.0, "micron": 1.0,
-         "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "pm": 1e-6}
+from .units import unit_factor
+
 GENERIC = set("QI")  # tifffile's names for axes whose meaning the file does not say
 IMAGEJ_ORDER = "TZCYXS"
 
@@ -32,19 +33,14 @@ class TiffMeta:
     kind: str = "plain"
 
 
-def _unit_factor(unit: str | None) -> float | None:
-    if not unit:
-        return None
-    return UNITS.get(str(unit).strip().replace("\\u00B5", "µ").lower())
-
-
-def _resolution(page, unit_factor: float | None) -> dict[str, float]:
-    """Pixel sizes from the X/YResolution tags (pixels per unit) where a length unit is known."""
+def _resolution(page, unit_size: float | None) -> dict[str, float]:
+    """Pixel sizes from the X/YResolution tags (pixels per unit) where a length unit is known:
+    ``unit_size`` micrometres (ImageJ's unit), else the ResolutionUnit tag's inch or centimetre."""
     sizes = {}
     tags = page.tags
     res_unit = tags.get("ResolutionUnit")
     res_unit = int(res_unit.value) if res_unit is not None else 2
-    factor = {2: 25400.0, 3: 10000.0}.get(res_unit) if unit_factor is None else unit_factor
+    factor = {2: 25400.0, 3: 10000.0}.get(res_unit) if unit_size is None else unit_size
     if factor is None:
         return sizes
     for axis, name in (("X", "XResolution"), ("Y", "YResolution")):
@@ -52,7 +48,7 @@ def _resolution(page, unit_factor: float | None) -> dict[str, float]:
         if tag is None:
             continue
         num, den = tag.value if isinstance(tag.value, tuple) else (tag.value, 1)
-        if num and den and num / den > 0 and not (num == den and unit_factor is None and res_unit == 2):
+        if num and den and num / den > 0 and not (num == den and unit_size is None and res_unit == 2):
             sizes[axis] = factor * den / num
     return sizes
 
@@ -65,7 +61,7 @@ def _ome_sizes(xml: str) -> dict[str, float]:
     sizes = {}
     for axis in "XYZ":
         value = pixels.get(f"PhysicalSize{axis}")
-        factor = _unit_factor(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        factor = unit_factor(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
         if value is not None and factor is not None and float(value) > 0:
             sizes[axis] = float(value) * factor
     return sizes
@@ -95,7 +91,7 @@ def read_tiff_meta(path: str | os.PathLike) -> TiffMeta:
             if tif.is_imagej:
                 kind = "imagej"
                 meta = tif.imagej_metadata or {}
-                factor = _unit_factor(meta.get("unit"))
+                factor = unit_factor(meta.get("unit"))
                 if factor is not None:
                     sizes = _resolution(page, factor)
                     if "spacing" in meta and float(meta["spacing"]) > 0:
@@ -115,6 +111,45 @@ def read_tiff_meta(path: str | os.PathLike) -> TiffMeta:
         raise ValueError(f"cannot read {os.fspath(path)} as a TIFF (corrupt or not a TIFF?): {err}") from err
 
 
+def write_tiff(path: str | os.PathLike, array: Any, axes: str, voxel_size: dict[str, float] | None = None,
+               kind: str = "plain") -> None:
+    """Write ``array`` with ``axes`` and ``voxel_size`` (micrometres) as a TIFF of ``kind``: ``"imagej"``
+    (unit, spacing, resolution), ``"ome"`` (PhysicalSize*) or ``"plain"`` (axes; X/Y as resolution).
+
+    Written to ``.<name>.partial`` in the same folder and renamed into place, so a failed or stopped
+    write never leaves a partial file under ``path`` nor touches the file already there.
+    """
+    import tifffile
+
+    path = Path(path)
+    sizes = voxel_size or {}
+    planar = {"X", "Y"} <= set(sizes)
+    metadata: dict = {"axes": axes}
+    options: dict = {"metadata": metadata}
+    if kind == "imagej":
+        if sizes:
+            metadata["unit"] = "um"
+        if "Z" in sizes:
+            metadata["spacing"] = sizes["Z"]
+        options.update(imagej=True, resolution=(1.0 / sizes["X"], 1.0 / sizes["Y"]) if planar else None)
+    elif kind == "ome":
+        for axis in "XYZ":
+            if axis in sizes:
+                metadata[f"PhysicalSize{axis}"] = sizes[axis]
+                metadata[f"PhysicalSize{axis}Unit"] = "µm"
+        options["ome"] = True
+    else:  # tifffile makes an OME-TIFF of a *.ome.tif name: the final name decides, not the temporary one
+        options["ome"] = Path(path.name.lower()).suffixes[-2:-1] == [".ome"]
+        if planar:  # pixels per centimetre
+            options.update(resolution=(1e4 / sizes["X"], 1e4 / sizes["Y"]), resolutionunit="CENTIMETER")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        tifffile.imwrite(partial, np.asarray(array), **options)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def write_label_tiff(path: str | os.PathLike, labels: np.ndarray, axes: str,
                      voxel_size: dict[str, float] | None = None) -> str:
     """Write instance labels with ``axes`` and ``voxel_size`` (micrometres); returns the kind.
@@ -123,28 +158,11 @@ def write_label_tiff(path: str | os.PathLike, labels: np.ndarray, axes: str,
     of cells allow it; else an OME-TIFF (uint32, PhysicalSize*) when the axes are OME's,
     else a plain TIFF that records its axes.
     """
-    import tifffile
-
     labels = np.asarray(labels)
-    sizes = voxel_size or {}
-    resolution = (1.0 / sizes["X"], 1.0 / sizes["Y"]) if "X" in sizes and "Y" in sizes else None
     ordered = all(a in IMAGEJ_ORDER for a in axes) and list(axes) == sorted(axes, key=IMAGEJ_ORDER.index)
     if ordered and (labels.size == 0 or int(labels.max()) < 2**16):
-        metadata: dict = {"axes": axes}
-        if sizes:
-            metadata["unit"] = "um"
-        if "Z" in sizes:
-            metadata["spacing"] = sizes["Z"]
-        tifffile.imwrite(os.fspath(path), labels.astype(np.uint16), imagej=True, resolution=resolution,
-                         metadata=metadata)
-        return "imagej"
-    if ordered:
-        metadata = {"axes": axes}
-        for axis in "XYZ":
-            if axis in sizes:
-                metadata[f"PhysicalSize{axis}"] = sizes[axis]
-                metadata[f"PhysicalSize{axis}Unit"] = "µm"
-        tifffile.imwrite(os.fspath(path), labels, ome=True, metadata=metadata)
-        return "ome"
-    tifffile.imwrite(os.fspath(path), labels, metadata={"axes": axes})
-    return "plain"
+        kind, labels = "imagej", labels.astype(np.uint16)
+    else:
+        kind = "ome" if ordered else "plain"
+    write_tiff(path, labels, axes, voxel_size, kind)
+    return kind
