@@ -122,7 +122,7 @@ def test_out_array_with_wrong_shape_or_dtype(run, net2d, image2d):
         run(image2d, net2d, out=np.zeros((2, 10, 10), np.float32))
     with pytest.raises(ValueError, match="float dtype"):
         run(image2d, net2d, out=np.zeros((2, 45, 61), np.uint8))
-    with pytest.raises(TypeError, match="out must be None, a zarr path or an array"):
+    with pytest.raises(TypeError, match="out must be None, a zarr path, an array or a Sink"):
         run(image2d, net2d, out=42)
 
 

@@ -126,6 +126,8 @@ def write_tiff(path: str | os.PathLike, array: Any, axes: str, voxel_size: dict[
     planar = {"X", "Y"} <= set(sizes)
     metadata: dict = {"axes": axes}
     options: dict = {"metadata": metadata}
+    if kind != "imagej" and "S" not in axes:  # a trailing axis of 3 or 4 is a class or Z axis, not RGB
+        options["photometric"] = "minisblack"
     if kind == "imagej":
         if sizes:
             metadata["unit"] = "um"
