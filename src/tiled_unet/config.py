@@ -223,6 +223,7 @@ class TileProgress:
     total: int
     frame: int = 0
     frames: int = 1
+    note: str = ""  # a one-off message, e.g. the OpenVINO compile time
 
     @property
     def fraction(self) -> float:
@@ -256,6 +257,7 @@ class InferenceConfig:
     channels_last: bool | str = "auto"
     prefetch: int = 2
     output_dtype: str = "float32"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.tile_shape, str):
@@ -268,5 +270,7 @@ class InferenceConfig:
         _check(self.channels_last in (True, False, "auto"),
                f"channels_last must be True, False or 'auto', got {self.channels_last!r}")
         _check(int(self.prefetch) >= 0, f"prefetch must be >= 0, got {self.prefetch!r}")
+        _check(self.backend in ("auto", "torch", "openvino"),
+               f"backend must be 'auto', 'torch' or 'openvino', got {self.backend!r}")
         _check(self.output_dtype in ("float32", "float16"),
                f"output_dtype must be 'float32' or 'float16', got {self.output_dtype!r}")

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import tiled_unet
 from tiled_unet._napari import _estimate
 from tiled_unet._napari._segment_widget import SegmentWidget
+from tiled_unet.engine.devices import forward_flops
 
 
 @pytest.mark.parametrize("name, shape", [("nuclei-2d", (1, 1, 220, 220)), ("placeholder-3d", (1, 1, 44, 60, 60))])
@@ -17,7 +18,7 @@ def test_flops_match_torch_counter(name, shape):
     net = tiled_unet.load_model(name)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(torch.zeros(shape))
-    assert _estimate.forward_flops(net.config, shape[2:]) == pytest.approx(counter.get_total_flops(), rel=0.02)
+    assert forward_flops(net.config, shape[2:]) == pytest.approx(counter.get_total_flops(), rel=0.02)
 
 
 def test_estimate_follows_tile_size_and_measured_speed(monkeypatch):
@@ -45,3 +46,15 @@ def test_estimate_label_updates(make_napari_viewer, crop2d):
     assert widget._estimate.value.startswith("Estimate: 4 tile(s)")
     widget._axes.value = "YXZ"
     assert widget._estimate.value.startswith("no estimate: axes")
+
+
+def test_estimate_of_a_large_bf16_cpu_job_names_openvino(monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(_estimate, "MEASURED_FLOPS", {})
+    net = tiled_unet.load_model("nuclei-2d")
+    large = _estimate.estimate((4096, 4096), 1, net, device="cpu", precision="bfloat16")
+    small = _estimate.estimate((256, 256), 1, net, device="cpu", precision="bfloat16")
+    exact = _estimate.estimate((4096, 4096), 1, net, device="cpu", precision="float32")
+    assert (large.backend, small.backend, exact.backend) == ("openvino", "torch", "torch")
+    assert "OpenVINO" in large.text() and "OpenVINO" not in small.text()
+    assert large.seconds < exact.seconds  # faster, its compilation included

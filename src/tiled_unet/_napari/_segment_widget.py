@@ -22,6 +22,7 @@ from magicgui.widgets import (
 )
 
 from ..config import InstanceConfig
+from ..engine.backends import BACKENDS
 from ..engine.cellsize import check_diameter
 from ..engine.devices import PRECISIONS
 from ..io.arrays import scale_attrs, source_path
@@ -50,6 +51,8 @@ LARGE_RESULT = 1 << 30  # above this estimated result size the widget proposes z
 def _event_text(event: Any) -> str:
     if isinstance(event, LabelProgress):
         return f"labels: {event.stage} {event.done}/{event.total}"
+    if event.note:
+        return event.note
     frame = f", frame {event.frame + 1}/{event.frames}" if event.frames > 1 else ""
     return f"tile {event.done}/{event.total}{frame}"
 
@@ -112,6 +115,10 @@ class SegmentWidget(Container):
                                    tooltip="arithmetic of the network: auto = bfloat16 where the CPU or GPU "
                                            "has it (about twice as fast), else float32; float32 = the exact "
                                            "reference; float16 only on GPUs")
+        self._backend = ComboBox(label="backend", choices=BACKENDS, value="auto",
+                                 tooltip="what runs the network: auto = OpenVINO on the CPU for large images "
+                                         "with bfloat16 when it is installed, else PyTorch; openvino needs "
+                                         "pip install 'napari-tiled-unet[openvino]'")
         self._fg = FloatSpinBox(label="foreground threshold", min=0.01, max=0.99, step=0.05,
                                 tooltip="a pixel is a cell pixel when 1 - p(background) reaches this "
                                         "probability (0..1); lower finds fainter cells")
@@ -145,14 +152,15 @@ class SegmentWidget(Container):
         for w in (self._estimate, self._status):
             w.native.setWordWrap(True)
         self.extend([self._image, self._axes, self._channel, self._model, self._model_file, self._device,
-                     self._tile, self._diameter, self._precision, self._fg, self._seed, self._min_seed, self._growth,
+                     self._tile, self._diameter, self._precision, self._backend, self._fg, self._seed,
+                     self._min_seed, self._growth,
                      self._min_size, self._keep, self._fill, self._output, self._out_path, self._overwrite,
                      self._estimate, self._run, self._cancel, self._status])
 
         self._image.changed.connect(self._on_image)
         self._model.changed.connect(self._on_model)
         self._model_file.changed.connect(self._on_model_file)
-        for w in (self._axes, self._channel, self._device, self._tile, self._output):
+        for w in (self._axes, self._channel, self._device, self._tile, self._precision, self._backend, self._output):
             w.changed.connect(self._update_estimate)
         self._output.changed.connect(self._on_output)
         self._run.clicked.connect(self.run)
@@ -248,7 +256,8 @@ class SegmentWidget(Container):
             spatial = tuple(inp.data.shape[inp.axes.index(a)] for a in inp.out_axes[-net.config.ndim:])
             frames = int(np.prod([inp.data.shape[inp.axes.index(a)] for a in inp.out_axes[:-net.config.ndim]]))
             est = _estimate.estimate(spatial, frames, net, tile_shape=self._tile_shape(net.config.ndim),
-                                     device=self._device.value, in_memory=self._output.value == IN_MEMORY)
+                                     device=self._device.value, in_memory=self._output.value == IN_MEMORY,
+                                     precision=self._precision.value, backend=self._backend.value)
         except Exception as exc:
             self._estimate.value = f"no estimate: {exc}"
             return
@@ -296,7 +305,7 @@ class SegmentWidget(Container):
         voxel = voxel_size_for(net.model_config.voxel_size, inp.voxel_size, net.model_config.diameter > 0)
         gen = segment_iter(inp.data, net, out=out, overwrite=bool(self._overwrite.value), axes=inp.axes,
                            instances=self.instances(), device=self._device.value,
-                           precision=self._precision.value,
+                           precision=self._precision.value, backend=self._backend.value,
                            tile_shape=self._tile_shape(net.config.ndim), voxel_size=voxel,
                            diameter=check_diameter(self._diameter.value))
         return layer, inp, gen
@@ -317,7 +326,8 @@ class SegmentWidget(Container):
 
     def _on_done(self, labels: Any, layer: Any, inp) -> None:
         seconds = time.perf_counter() - self._started
-        _estimate.record_speed(self._device.value, self._flops, seconds)
+        ran = "openvino" if any(getattr(e, "note", "").startswith("OpenVINO") for e in self.events) else "torch"
+        _estimate.record_speed(self._device.value, self._flops, seconds, ran)
         name = f"{layer.name} labels"
         if not isinstance(labels, np.ndarray):  # the zarr output keeps the layer's voxel size
             spatial = SPATIAL[len(inp.voxel_size)]

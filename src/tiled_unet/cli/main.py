@@ -22,6 +22,9 @@ from .train import add_train_parser
 
 
 def _progress(event) -> None:
+    if event.note:
+        print(event.note, file=sys.stderr)
+        return
     width = 30
     filled = int(width * event.fraction)
     frame = f" frame {event.frame + 1}/{event.frames}" if event.frames > 1 else ""

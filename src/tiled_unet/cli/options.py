@@ -43,12 +43,16 @@ def output_axes(image, model, axes: str | None) -> str:
 
 
 def engine_options(p: argparse.ArgumentParser) -> None:
-    """Tile shape, device, precision, batch size and halo (shared by predict and segment)."""
+    """Tile shape, device, precision, batch size, backend and halo (shared by predict and segment)."""
     p.add_argument("--tile-shape", type=tile_shape_arg, default="auto", help="output tile, e.g. 64,256,256, "
                    "or 'auto' (largest that fits the memory budget)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
+                   help="what runs the network: torch, openvino (CPU; pip install "
+                   "'napari-tiled-unet[openvino]') or auto (default: OpenVINO on CPU when installed and "
+                   "bfloat16 is used, else torch)")
     p.add_argument("--halo", type=int, help="context per side for same-padding models (default: exact)")
 
 
@@ -63,11 +67,17 @@ def inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
-def inference_kwargs(args: argparse.Namespace) -> dict:
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    """The engine options of :func:`engine_options` and ``--diameter`` as keyword arguments."""
     options = {"tile_shape": args.tile_shape, "device": args.device, "precision": args.precision,
-               "batch_size": args.batch_size, "axes": args.axes, "diameter": diameter_arg(args.diameter)}
+               "batch_size": args.batch_size, "backend": args.backend, "diameter": diameter_arg(args.diameter)}
     if args.halo is not None:
         options["halo"] = args.halo
+    return options
+
+
+def inference_kwargs(args: argparse.Namespace) -> dict:
+    options = dict(engine_kwargs(args), axes=args.axes)
     if getattr(args, "voxel_size", None):
         options["voxel_size"] = tuple(args.voxel_size)
     return options

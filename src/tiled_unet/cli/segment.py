@@ -19,7 +19,7 @@ from ..pipeline import LabelProgress, segment_iter
 from ..synthetic.nuclei import sample
 from .options import (
     default_model,
-    diameter_arg,
+    engine_kwargs,
     engine_options,
     instance_overrides,
     output_axes,
@@ -59,6 +59,9 @@ class _Printer:
             detail = event.message if not event.ok else (f"{event.cells} cells" if event.cells is not None else "")
             print(f"{self.head} {Path(event.input).name}: {event.status.upper() if not event.ok else event.status}"
                   f"{': ' + detail if detail else ''}", file=self.stream, flush=True)
+        elif getattr(event, "note", ""):
+            self._end()
+            print(f"{self.head} {self.name}: {event.note}".strip(), file=self.stream)
         elif hasattr(event, "frame"):
             frame = f" frame {event.frame + 1}/{event.frames}" if event.frames > 1 else ""
             self._line(f"{self.head} {self.name} {_bar(event.fraction)} tile {event.done}/{event.total}{frame}")
@@ -81,10 +84,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise ValueError("give -o OUTPUT (a folder, or a .tif/.zarr path for a single input), or "
                          "--into-ome-labels to write into OME-Zarr images")
 
-    options = {"tile_shape": args.tile_shape, "device": args.device, "precision": args.precision,
-               "batch_size": args.batch_size, "diameter": diameter_arg(args.diameter)}
-    if args.halo is not None:
-        options["halo"] = args.halo
+    options = engine_kwargs(args)
     model = args.model if args.model and len(args.model) > 1 else (args.model[0] if args.model else None)
     start = time.perf_counter()
     results = segment_files(args.inputs, args.output, model, recursive=args.recursive,
@@ -112,8 +112,7 @@ def _segment_sample(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     printer = _Printer()
     gen = segment_iter(image, model, out=None if to_tiff else output, instances=instance_overrides(args),
-                       overwrite=args.overwrite, tile_shape=args.tile_shape, device=args.device,
-                       precision=args.precision, batch_size=args.batch_size, diameter=diameter_arg(args.diameter))
+                       overwrite=args.overwrite, **engine_kwargs(args))
     labels = run_to_end(gen, printer)
     printer._end()
     if to_tiff:  # a label TIFF like those of other inputs (ImageJ, uint16 below 65,536 cells)

@@ -128,3 +128,30 @@ def auto_tile_shape(config: UNetConfig, geometry: UNetGeometry, image_shape: tup
         else:
             hi = mid - p
     return tuple(min(lo, -(-n // p) * p) for n in image_shape)
+
+
+def forward_flops(config, input_shape: tuple[int, ...]) -> float:
+    """Floating point operations of one forward pass (convolutions; sizes followed layer by layer)."""
+    k = 3 ** config.ndim
+    shrink = 2 if config.padding == "valid" else 0
+    sizes = list(input_shape)
+    total = 0.0
+    skips = []
+    c_in = config.in_channels
+    for level in range(config.depth + 1):
+        c = config.base_channels * 2**level
+        for c_from in (c_in, c):
+            sizes = [n - shrink for n in sizes]
+            total += 2 * k * c_from * c * math.prod(sizes)
+        c_in = c
+        if level < config.depth:
+            skips.append(c)
+            sizes = [n // 2 for n in sizes]
+    for level in reversed(range(config.depth)):
+        c = config.base_channels * 2**level
+        sizes = [2 * n for n in sizes]
+        total += 2 * (2 * c) * c * math.prod(sizes)  # 2x up-convolution: one output voxel per input tap
+        for c_from in (2 * c, c):
+            sizes = [n - shrink for n in sizes]
+            total += 2 * k * c_from * c * math.prod(sizes)
+    return total

@@ -25,7 +25,8 @@ from ..io.paths import claim_output
 from ..model import UNet
 from ..weights import resolve_model
 from . import normalize
-from .devices import resolve_device, resolve_precision
+from .backends import OpenVINONetwork, resolve_backend
+from .devices import forward_flops, resolve_device, resolve_precision
 from .plan import TilePlan, make_tile_plan
 from .resample import ResampledArray, resampled_size
 from .scale import ScalePlan, plan_scale
@@ -50,19 +51,22 @@ class _Runner:
     """Runs batches of tiles on the device; splits a tile that runs out of GPU memory."""
 
     def __init__(self, net: UNet, device: torch.device, amp: torch.dtype | None, channels_last: bool,
-                 geometry: UNetGeometry):
-        self.net, self.device, self.amp, self.geometry = net, device, amp, geometry
+                 geometry: UNetGeometry, openvino: OpenVINONetwork | None = None):
+        self.net, self.device, self.amp, self.geometry, self.openvino = net, device, amp, geometry, openvino
         nd = net.config.ndim
         self.memory_format = (torch.channels_last if nd == 2 else torch.channels_last_3d) if channels_last else None
         self.same = net.config.padding == "same"
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        if self.memory_format is not None:
-            x = x.contiguous(memory_format=self.memory_format)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
-                                                    enabled=self.amp is not None):
-            logits = self.net(x).float()
+        if self.openvino is not None:
+            logits = self.openvino(batch)
+        else:
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            if self.memory_format is not None:
+                x = x.contiguous(memory_format=self.memory_format)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                                                        enabled=self.amp is not None):
+                logits = self.net(x).float()
         probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
         return probs.cpu().numpy()
 
@@ -164,12 +168,15 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     attrs = {"axes": layout.output_axes, "model": net.model_config.name,
              "class_names": list(net.model_config.class_names)}
     sink = open_sink(out, image, tile_plan.output_shape, tile_plan.chunks, cfg.output_dtype, overwrite, attrs)
+    frames = list(itertools.product(*(range(n) for n in layout.lead_shape)))
+    flops = forward_flops(net.config, tiles[0].input_shape) * len(tiles) * len(frames)
+    openvino = OpenVINONetwork(net, amp) if resolve_backend(cfg.backend, device, amp, flops) == "openvino" else None
+    channels_last = channels_last and openvino is None
     was_training = net.training
     net.to(device).eval()
     if channels_last:
         net.to(memory_format=torch.channels_last if geometry.ndim == 2 else torch.channels_last_3d)
-    runner = _Runner(net, device, amp, channels_last, geometry)
-    frames = list(itertools.product(*(range(n) for n in layout.lead_shape)))
+    runner = _Runner(net, device, amp, channels_last, geometry, openvino)
     readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiled-unet-read")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiled-unet-write")
     writes: deque[tuple[Future, Any]] = deque()
@@ -180,6 +187,10 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
             tile_hook.written(*write[1])
 
     try:
+        if openvino is not None:
+            seconds = openvino.prepare((net.config.in_channels, *tiles[0].input_shape))
+            yield TileProgress(0, len(tiles), 0, len(frames),
+                               note=f"OpenVINO ({openvino.hint}): network compiled in {seconds:.1f} s")
         for f, frame in enumerate(frames):
             todo = tiles if tile_hook is None else [t for t in tiles if not tile_hook.skip(f, t.index)]
             if not todo:
