@@ -117,3 +117,47 @@ def test_openvino_segment_to_zarr_equals_in_memory(tmp_path):
     torch_labels = tiled_unet.segment(image, "nuclei-2d", **{**options, "backend": "torch"})
     np.testing.assert_array_equal(torch_labels, in_memory)
 
+
+
+def _with_running_statistics(net):
+    """Batch norm layers with non-trivial running statistics and affine weights."""
+    generator = torch.Generator().manual_seed(4)
+    for layer in net.modules():
+        if isinstance(layer, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            for tensor, (lo, hi) in ((layer.running_mean, (-1, 1)), (layer.running_var, (0.5, 2)),
+                                     (layer.weight.data, (0.5, 2)), (layer.bias.data, (-1, 1))):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) * (hi - lo) + lo)
+    return net
+
+
+@needs_openvino
+@pytest.mark.parametrize("config, shape", [
+    ({"ndim": 2, "batch_norm": True, "in_channels": 2, "num_classes": 3}, (2, 2, 44, 60)),
+    ({"ndim": 3, "depth": 1, "padding": "same", "batch_norm": True}, (1, 1, 16, 20, 24)),
+    ({"ndim": 3, "depth": 2, "dropout": 0.5}, (1, 1, 44, 44, 52)),
+])
+def test_openvino_graph_computes_the_networks_logits(config, shape):
+    import openvino
+
+    from tiled_unet.engine.openvino_graph import openvino_model
+
+    net = _with_running_statistics(build_net(seed=8, **config))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    compiled = openvino.Core().compile_model(openvino_model(net, shape), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled.create_infer_request().infer({0: x.numpy()})[0]
+    with torch.no_grad():
+        want = net(x).numpy()
+    assert got.shape == want.shape
+    assert float(np.abs(got - want).max()) < TOL
+
+
+@needs_openvino
+def test_openvino_graph_refuses_layers_it_does_not_know():
+    from tiled_unet.engine.openvino_graph import openvino_model
+
+    net = build_net()
+    net.down[0][1] = torch.nn.GELU()
+    with pytest.raises(TypeError, match="cannot write GELU to OpenVINO"):
+        openvino_model(net, (1, 1, 44, 44))
+    with pytest.raises(TypeError, match="not a tiled_unet UNet"):
+        openvino_model(torch.nn.Conv2d(1, 1, 3), (1, 1, 44, 44))

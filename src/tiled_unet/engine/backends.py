@@ -6,19 +6,23 @@ installed, the precision resolves to bfloat16 (``auto`` on CPUs with native bf16
 :data:`AUTO_MIN_FLOPS` of network work); PyTorch otherwise (float32 on CPU: OpenVINO was
 slower on the 3D model; GPUs; small images, where the 2-6 s of conversion and compilation
 cost more than the forward passes save, about 0.006-0.014 s per GFLOP on 2 cores).
-The OpenVINO network is converted in memory from the loaded model (``torch.export``, then
-``openvino.convert_model``) and compiled once per tile input shape for the run.
+The OpenVINO network is written in memory from the loaded model's layers and weights
+(:mod:`.openvino_graph`, milliseconds) and compiled once per tile input shape for the run
+(0.2-0.3 s per shape on 2 cores). The cell-size probes always run on PyTorch: they are small
+regions of varying shape, each of which would need its own compilation, and the scale they
+choose is then the same whatever the backend.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
+
+from .openvino_graph import openvino_model
 
 BACKENDS = ("auto", "torch", "openvino")
 INSTALL_HINT = "pip install 'napari-tiled-unet[openvino]'"
@@ -59,7 +63,7 @@ class OpenVINONetwork:
 
     ``amp``: ``torch.bfloat16`` (bf16 hint) or None (f32). ``threads``: inference threads
     (default: ``torch.get_num_threads()``). ``compiled`` lists ``(input shape, seconds)``
-    of each conversion and compilation.
+    of each graph construction and compilation.
     """
 
     def __init__(self, net: torch.nn.Module, amp: torch.dtype | None, threads: int | None = None):
@@ -76,9 +80,7 @@ class OpenVINONetwork:
         request = self._requests.get(shape)
         if request is None:
             start = time.perf_counter()
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations
-                model = self._openvino.convert_model(torch.export.export(self.net, (torch.zeros(shape),)))
+            model = openvino_model(self.net, shape)
             compiled = self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.hint,
                                                               "INFERENCE_NUM_THREADS": self.threads})
             request = self._requests[shape] = compiled.create_infer_request()
@@ -86,7 +88,7 @@ class OpenVINONetwork:
         return request
 
     def prepare(self, input_shape: tuple[int, ...]) -> float:
-        """Convert and compile for one tile ``(C, *spatial)`` ahead of the run; returns the seconds."""
+        """Build and compile for one tile ``(C, *spatial)`` ahead of the run; returns the seconds."""
         before = len(self.compiled)
         self._request((1, *input_shape))
         return sum(seconds for _, seconds in self.compiled[before:])

@@ -7,6 +7,7 @@ and *returns* the probabilities (a numpy array, or the zarr array it wrote). Clo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections import deque
@@ -116,9 +117,10 @@ def _scale_plan(source: Any, layout: Layout, net: UNet, voxel_size: Any, diamete
                 cfg: InferenceConfig) -> ScalePlan:
     class_names = net.class_names
     roles = class_roles(class_names, net.config.num_classes)
+    probe_cfg = dataclasses.replace(cfg, backend="torch")  # small probes of varying shape: see backends
 
     def cells_of(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs = run_to_end(predict_iter(block, net, axes="C" + layout.spatial_axes, config=cfg,
+        probs = run_to_end(predict_iter(block, net, axes="C" + layout.spatial_axes, config=probe_cfg,
                                         diameter="off"), None)
         foreground, _ = masks(probs, net.model_config.instances, roles)
         return instances_from_probabilities(probs, net.model_config.instances, class_names), foreground
