@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tiled_unet.config import InstanceConfig
-from tiled_unet.instances.memory import class_roles, grow, instances_from_probabilities
+from tiled_unet.instances.memory import adjacent_pairs, class_roles, consecutive, grow, instances_from_probabilities
 from tiled_unet.training.targets import (BOUNDARY, IGNORE, INTERIOR, TWO_CLASS_NAMES, cell_boundaries, cell_contacts,
                                 gap_targets, instance_targets, targets_for)
 
@@ -107,6 +107,49 @@ def test_growth_is_limited_and_ordered():
     blocked = region.copy()
     blocked[0, 2] = False
     np.testing.assert_array_equal(grow(seeds, blocked, 10)[0], [1, 1, 0, 2, 2, 2, 2, 2, 2])
+
+
+def _grow_by_pixel(labels, region, steps):
+    """The growth rule written pixel by pixel: each step, a free pixel takes the label its first
+    labelled neighbour (-axis0, +axis0, -axis1, ...) had before the step."""
+    labels = labels.copy()
+    for _ in range(steps):
+        before = labels.copy()
+        for p in zip(*np.nonzero(region & (before == 0))):
+            for axis in range(labels.ndim):
+                for shift in (1, -1):
+                    q = list(p)
+                    q[axis] -= shift
+                    if 0 <= q[axis] < labels.shape[axis] and before[tuple(q)] > 0:
+                        labels[p] = before[tuple(q)]
+                        break
+                else:
+                    continue
+                break
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_grow_pairs_and_ids_equal_their_pixel_by_pixel_definitions(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(1, 9, rng.integers(1, 4)))
+    big = int(rng.integers(1, 2**40)) if seed % 3 == 0 else 1  # blockwise IDs can be large
+    labels = (rng.integers(0, 5, shape) * (rng.random(shape) < 0.3)).astype(np.int64) * big
+    region = rng.random(shape) < 0.7
+    np.testing.assert_array_equal(grow(labels, region, 3), _grow_by_pixel(labels, region, 3))
+    other = rng.integers(0, 4, shape).astype(np.int64) * big
+    want = set()
+    for p in zip(*np.nonzero(labels)):
+        for axis in range(labels.ndim):
+            for shift in (1, -1):
+                q = list(p)
+                q[axis] += shift
+                if 0 <= q[axis] < labels.shape[axis] and other[tuple(q)] > 0:
+                    want.add((int(labels[p]), int(other[tuple(q)])))
+    assert [tuple(pair) for pair in adjacent_pairs(labels, other).tolist()] == sorted(want)
+    order = list(dict.fromkeys(int(v) for v in labels.ravel() if v > 0))  # first appearance
+    expected = np.array([order.index(int(v)) + 1 if v else 0 for v in labels.ravel()]).reshape(shape)
+    np.testing.assert_array_equal(consecutive(labels), expected)
 
 
 def test_small_objects_unseeded_regions_and_holes():

@@ -72,36 +72,49 @@ def grow(labels: np.ndarray, region: np.ndarray, steps: int) -> np.ndarray:
     """Grow labelled pixels into ``region`` one face-neighbour layer per step.
 
     Local: the result at a pixel depends only on pixels within ``steps`` (city-block).
+    Works on the list of pixels still to be reached, so a step costs what is left to grow.
     """
-    labels = labels.copy()
-    neighbours = [(axis, shift) for axis in range(labels.ndim) for shift in (1, -1)]
+    labels = np.ascontiguousarray(labels).copy()
+    flat = labels.reshape(-1)
+    todo = np.flatnonzero(region & (labels == 0))
+    if steps <= 0 or todo.size == 0:
+        return labels
+    coords = np.unravel_index(todo, labels.shape)
+    strides = np.cumprod((1,) + labels.shape[:0:-1])[::-1]
+    # neighbour p - shift * e_axis of each pixel, in the fixed order; the pixel itself (still 0)
+    # where that lies outside
+    sources = np.stack([np.where((coords[axis] - shift >= 0) & (coords[axis] - shift < labels.shape[axis]),
+                                 todo - shift * int(strides[axis]), todo)
+                        for axis in range(labels.ndim) for shift in (1, -1)])
     for _ in range(steps):
-        free = region & (labels == 0)
-        if not free.any():
+        values = flat[sources]  # the labels before this step, all neighbours read first
+        reached = np.zeros(todo.size, labels.dtype)
+        for row in values:
+            take = (reached == 0) & (row > 0)
+            reached[take] = row[take]
+        hit = reached > 0
+        if not hit.any():
             break
-        before = labels.copy()
-        for axis, shift in neighbours:
-            # value of the neighbour at -shift along axis (i.e. before[p - shift])
-            source = _shifted(before, shift, axis)
-            take = free & (labels == 0) & (source > 0)
-            labels[take] = source[take]
+        flat[todo[hit]] = reached[hit]
+        todo, sources = todo[~hit], sources[:, ~hit]
+        if todo.size == 0:
+            break
     return labels
 
 
-def _shifted(array: np.ndarray, shift: int, axis: int) -> np.ndarray:
-    """``out[p] = array[p - shift * e_axis]``, zero where that lies outside."""
-    out = np.zeros_like(array)
-    n = array.shape[axis]
+def _shift_views(shape: tuple[int, ...], axis: int, shift: int) -> tuple[tuple, tuple] | None:
+    """Index tuples ``(dst, src)`` with ``dst`` pixel ``p`` paired with ``src`` pixel
+    ``p - shift * e_axis``; None when nothing pairs up."""
+    n = shape[axis]
     if abs(shift) >= n:
-        return out
-    src = [slice(None)] * array.ndim
-    dst = [slice(None)] * array.ndim
+        return None
+    src = [slice(None)] * len(shape)
+    dst = [slice(None)] * len(shape)
     if shift > 0:
         src[axis], dst[axis] = slice(0, n - shift), slice(shift, n)
     else:
         src[axis], dst[axis] = slice(-shift, n), slice(0, n + shift)
-    out[tuple(dst)] = array[tuple(src)]
-    return out
+    return tuple(dst), tuple(src)
 
 
 def border_touching(labels: np.ndarray) -> np.ndarray:
@@ -114,22 +127,27 @@ def border_touching(labels: np.ndarray) -> np.ndarray:
 
 def adjacent_pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Unique ``(a, b)`` pairs of face neighbours with ``a = first[p]``, ``b = second[q]``,
-    both non-zero (``first`` and ``second`` are arrays on the same grid)."""
+    both non-zero (``first`` and ``second`` are arrays on the same grid), sorted."""
+    base = int(second.max(initial=0)) + 1
+    packed = int(first.max(initial=0)) < np.iinfo(np.int64).max // base  # a * base + b fits in int64
     pairs = []
     for axis in range(first.ndim):
-        n = first.shape[axis]
-        if n < 2:
-            continue
-        lo = [slice(None)] * first.ndim
-        hi = [slice(None)] * first.ndim
-        lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
-        for a, b in ((first[tuple(lo)], second[tuple(hi)]), (first[tuple(hi)], second[tuple(lo)])):
+        for shift in (1, -1):
+            views = _shift_views(first.shape, axis, shift)
+            if views is None:
+                continue
+            a, b = first[views[0]], second[views[1]]
             keep = (a > 0) & (b > 0)
-            if keep.any():
-                pairs.append(np.stack([a[keep], b[keep]], axis=1))
+            if not keep.any():
+                continue
+            a, b = a[keep].astype(np.int64), b[keep].astype(np.int64)
+            pairs.append(np.unique(a * base + b) if packed else np.unique(np.stack([a, b], axis=1), axis=0))
     if not pairs:
         return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(pairs).astype(np.int64), axis=0)
+    if packed:
+        keys = np.unique(np.concatenate(pairs))
+        return np.stack([keys // base, keys % base], axis=1)
+    return np.unique(np.concatenate(pairs), axis=0)
 
 
 def enclosed_holes(background_labels: np.ndarray, cells: np.ndarray) -> dict[int, int]:
@@ -146,13 +164,24 @@ def enclosed_holes(background_labels: np.ndarray, cells: np.ndarray) -> dict[int
 def consecutive(labels: np.ndarray) -> np.ndarray:
     """IDs renumbered 1..N in order of first appearance in raster order; uint32 (uint64 if needed)."""
     flat = labels.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    keep = ids > 0
-    ids, first = ids[keep], first[keep]
-    order = ids[np.argsort(first, kind="stable")]
+    top = int(labels.max(initial=0))
+    sparse = top > 4 * flat.size + 1024
+    if sparse:  # large IDs: sort the pixels
+        ids, first, index = np.unique(flat, return_index=True, return_inverse=True)
+    else:  # the first position of each ID without sorting the pixels
+        first_at = np.full(top + 1, flat.size, np.int64)
+        np.minimum.at(first_at, flat, np.arange(flat.size, dtype=np.int64))
+        ids = np.flatnonzero(first_at < flat.size)
+        first, index = first_at[ids], labels
+    nonzero = ids > 0
+    order = np.flatnonzero(nonzero)[np.argsort(first[nonzero], kind="stable")]  # positions in ids
     dtype = np.uint32 if len(order) < 2**32 - 1 else np.uint64
-    mapping = np.zeros(int(labels.max(initial=0)) + 1, dtype)
-    mapping[order] = np.arange(1, len(order) + 1, dtype=dtype)
+    new_id = np.zeros(len(ids), dtype)
+    new_id[order] = np.arange(1, len(order) + 1, dtype=dtype)
+    if sparse:
+        return new_id[index].reshape(labels.shape)
+    mapping = np.zeros(top + 1, dtype)
+    mapping[ids] = new_id
     return mapping[labels]
 
 
