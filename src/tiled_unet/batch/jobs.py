@@ -11,6 +11,7 @@ import numpy as np
 
 from ..io.arrays import TIFF_SUFFIXES, open_image, scale_attrs
 from ..io.layout import parse_layout
+from ..io.lock import output_lock
 from ..io.omezarr import label_path, read_ome_image, write_ome_labels
 from ..io.paths import claim_output, file_stem, is_zarr, remove
 from ..io.tiff import read_tiff_meta, write_label_tiff, write_tiff
@@ -42,24 +43,47 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
              probabilities: bool, into_ome_labels: bool, label_name: str, scheduler: Any, client: Any,
              instances: Any, block_shape: Any, options: dict, axes: str | None = None,
              voxel_size: Any = None) -> Generator[Any, None, tuple]:
-    """Segment one image; returns ``(output, status, cells, message)``."""
+    """Segment one image; returns ``(output, status, cells, message)``. The whole job holds the
+    output's lock (:mod:`tiled_unet.io.lock`): a second run on the same output fails at once."""
 
     ome = read_ome_image(path) if is_zarr(path) and path.is_dir() else None
     if into_ome_labels and ome is not None:
         if not label_name or "/" in label_name or label_name.startswith("."):
             raise ValueError(f"label name {label_name!r} must be a plain name such as 'cells'")
         final = label_path(ome, label_name)
-        partial = path.parent / f".{path.name}.labels-{label_name}.partial"
+        locked = path.parent / f"{path.name}.labels-{label_name}"
+        partial = path.parent / f".{locked.name}.partial"
     elif target is None:
         raise ValueError(f"{path} is not an OME-Zarr image (no multiscales metadata) so it has no labels "
                          f"group to write into; give an output folder with -o")
     else:
-        final, partial = target, target.parent / f".{target.name}.partial"
+        final, locked, partial = target, target, target.parent / f".{target.name}.partial"
         claim_output(final, True, [path])  # never the input, whatever overwrite says; existing: skipped below
-    if final.exists() and not overwrite:
-        if partial.exists():  # left by a run stopped after its output was in place
-            shutil.rmtree(partial, ignore_errors=True)
-        return os.fspath(final), SKIPPED, None, ""
+    with output_lock(locked) as lock:
+        if lock.notice:
+            yield Notice(lock.notice)
+        if final.exists() and not overwrite:
+            for stale in _own_partials(partial, final):  # left by a run stopped after its output was in place
+                remove(stale)
+            return os.fspath(final), SKIPPED, None, ""
+        return (yield from _job(path, final, partial, ome, fmt, models, overwrite=overwrite,
+                                probabilities=probabilities, into_ome_labels=into_ome_labels,
+                                label_name=label_name, scheduler=scheduler, client=client, instances=instances,
+                                block_shape=block_shape, options=options, axes=axes, voxel_size=voxel_size))
+
+
+def _own_partials(partial: Path, final: Path) -> list[Path]:
+    """The temporary outputs of this job (``.<name>.partial``) that exist: never anything else."""
+    names = [partial] + [p.with_name(f".{p.name}.partial") for p in (_probs_path(final, "tif"),
+                                                                    _probs_path(final, "zarr"))]
+    return [p for p in names if os.path.lexists(p)]
+
+
+def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any, *, overwrite: bool,
+         probabilities: bool, into_ome_labels: bool, label_name: str, scheduler: Any, client: Any,
+         instances: Any, block_shape: Any, options: dict, axes: str | None,
+         voxel_size: Any) -> Generator[Any, None, tuple]:
+    """The job of :func:`run_file` once its output is locked and not skipped."""
     given_axes = axes.upper() if axes else None
     if path.suffix.lower() in TIFF_SUFFIXES:
 

@@ -2,15 +2,19 @@
 
 The probabilities go to ``.<output>.partial/probabilities.zarr`` (chunks aligned with
 tiles, so a tile is whole chunks), next to ``manifest.json`` (input, model hash, options,
-tile plan) and ``tiles.txt``, to which a line ``frame tile`` is appended only after the
-tile is stored. A rerun with the same manifest skips the recorded tiles; the result is
-bit for bit that of an uninterrupted run (same tiles, same batches, same computation).
+tile plan) and ``tiles.txt``, to which a line ``frame tile crc32`` is appended only after the
+tile is stored (the checksum of its values read back from the store). A rerun with the same
+manifest verifies each recorded tile (its chunks present and readable, its checksum equal) and
+skips those that pass; the others are recomputed, and a :class:`Notice` says how many. The
+result is bit for bit that of an uninterrupted run (same tiles, same batches, same computation).
 Labels are then made from the finished probabilities and moved into place.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -18,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator
 
-import numpy as np
 import zarr
 
 from ..config import InferenceConfig, InstanceConfig
 from ..engine.distributed import predict_blocks_iter
-from ..engine.plan import TilePlan, TileRecord, tile_plan
+from ..engine.plan import TilePlan, TileRecord, tile_checksum, tile_plan, tile_region
 from ..engine.predict import predict_iter
 from ..io.arrays import open_image, source_path
 from ..io.paths import remove
@@ -41,15 +44,65 @@ class Notice:
     text: str
 
 
-def read_record(path: Path) -> set[tuple[int, int]]:
-    """Tiles recorded in ``path``; a line torn by a kill is ignored (that tile is redone)."""
-    done = set()
+def read_record(path: Path) -> dict[tuple[int, int], int | None]:
+    """Tiles recorded in ``path`` -> their CRC-32 (None for a line without one, as older versions
+    wrote); a line torn by a kill (no newline yet) is ignored, and a tile recorded twice keeps its last."""
+    record: dict[tuple[int, int], int | None] = {}
     if path.exists():
-        for line in path.read_text().split("\n"):
+        for line in path.read_text(errors="replace").split("\n")[:-1]:
             parts = line.split()
-            if len(parts) == 2 and all(p.isdigit() for p in parts) and line.endswith(parts[1]):
-                done.add((int(parts[0]), int(parts[1])))
-    return done
+            if len(parts) not in (2, 3) or not (parts[0].isdigit() and parts[1].isdigit()):
+                continue
+            crc = parts[2] if len(parts) == 3 else ""
+            valid = len(crc) == 8 and all(c in "0123456789abcdef" for c in crc)
+            record[int(parts[0]), int(parts[1])] = int(crc, 16) if valid else None
+    return record
+
+
+def tile_chunk_files(root: Path, probs: Any, plan: TilePlan, frame: int, tile: int) -> list[Path]:
+    """The chunk files of one tile in the zarr store at ``root``."""
+    ranges = []
+    for index, chunk, size in zip(tile_region(plan, frame, tile), probs.chunks, probs.shape):
+        if isinstance(index, int):
+            ranges.append([index // chunk])
+        else:
+            start, stop, _ = index.indices(size)
+            ranges.append(range(start // chunk, -(-stop // chunk)))
+    return [root / probs.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
+
+
+def verify_record(root: Path, probs: Any, plan: TilePlan, record: dict) -> tuple[set[tuple[int, int]], dict]:
+    """The recorded tiles whose chunks are present, readable and match their checksum, and the
+    number of the others by reason."""
+    trusted, failed = set(), collections.Counter()
+    frames, tiles = plan.frames, len(plan.tiles)
+    for (frame, tile), crc in sorted(record.items()):
+        if frame >= frames or tile >= tiles:
+            failed["not in the tile plan"] += 1
+        elif crc is None:
+            failed["recorded without a checksum"] += 1
+        elif not all(f.is_file() for f in tile_chunk_files(root, probs, plan, frame, tile)):
+            failed["chunks missing"] += 1
+        else:
+            try:
+                same = tile_checksum(probs, plan, frame, tile) == crc
+            except Exception:  # noqa: BLE001 - an undecodable chunk is redone, whatever the codec raises
+                failed["chunks unreadable"] += 1
+                continue
+            if same:
+                trusted.add((frame, tile))
+            else:
+                failed["checksum differs"] += 1
+    return trusted, dict(failed)
+
+
+def verify_notice(failed: dict, recorded: int) -> str | None:
+    """The notice about recorded tiles that failed verification, or None."""
+    if not failed:
+        return None
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(failed.items()))
+    return (f"{sum(failed.values())} of {recorded} recorded tiles failed verification and are recomputed "
+            f"({reasons})")
 
 
 def _manifest(image: Any, source: Any, net: UNet, digest: str, axes: str | None, cfg: InferenceConfig) -> dict:
@@ -69,10 +122,10 @@ def _plan_dict(plan: TilePlan) -> dict:
             "output_shape": list(plan.output_shape)}
 
 
-def prepare(partial: Path, manifest: dict, overwrite: bool, make_plan) -> tuple[TilePlan, Any, set, str | None]:
+def prepare(partial: Path, manifest: dict, overwrite: bool, make_plan) -> tuple[TilePlan, Any, set, list[str]]:
     """Continue a partial run with the same manifest, or start one: (plan, probabilities,
-    tiles done, notice). ``make_plan(step or None)`` gives the tile plan (the earlier run's
-    step on resume, as "auto" may choose differently on another day)."""
+    verified tiles done, notices). ``make_plan(step or None)`` gives the tile plan (the earlier
+    run's step on resume, as "auto" may choose differently on another day)."""
     meta = partial / "manifest.json"
     old = None
     if partial.exists():
@@ -84,10 +137,13 @@ def prepare(partial: Path, manifest: dict, overwrite: bool, make_plan) -> tuple[
         if same and not overwrite and (partial / "probabilities.zarr").exists():
             plan = make_plan(tuple(old["plan"]["step"]))
             if _plan_dict(plan) == old["plan"]:
-                done = read_record(partial / "tiles.txt")
-                probs = zarr.open_array(str(partial / "probabilities.zarr"), mode="r+")
-                total = len(plan.tiles) * int(np.prod(plan.layout.lead_shape))
-                return plan, probs, done, f"resuming: {len(done)} of {total} tiles already done"
+                record = read_record(partial / "tiles.txt")
+                store = partial / "probabilities.zarr"
+                probs = zarr.open_array(str(store), mode="r+")
+                done, failed = verify_record(store, probs, plan, record)
+                notices = [f"resuming: {len(done)} of {len(plan.tiles) * plan.frames} tiles already done",
+                           verify_notice(failed, len(record))]
+                return plan, probs, done, [n for n in notices if n]
         if overwrite:
             notice = "starting over (overwrite): the earlier partial run is discarded"
         else:
@@ -103,7 +159,7 @@ def prepare(partial: Path, manifest: dict, overwrite: bool, make_plan) -> tuple[
     tmp = partial / "manifest.json.tmp"
     tmp.write_text(json.dumps({**manifest, "plan": _plan_dict(plan)}, indent=1))
     os.replace(tmp, meta)
-    return plan, probs, set(), notice
+    return plan, probs, set(), [notice] if notice else []
 
 
 def segment_zarr_iter(image: Any, net: UNet, partial: Path, *, instances: InstanceConfig,
@@ -121,10 +177,10 @@ def segment_zarr_iter(image: Any, net: UNet, partial: Path, *, instances: Instan
     def make_plan(step):
         return tile_plan(source, net, axes, cfg if step is None else dataclasses.replace(cfg, tile_shape=step))
 
-    plan, probs, done, notice = prepare(partial, manifest, overwrite, make_plan)
-    if notice:
+    plan, probs, done, notices = prepare(partial, manifest, overwrite, make_plan)
+    for notice in notices:
         yield Notice(notice)
-    record = TileRecord(str(partial / "tiles.txt"), done)
+    record = TileRecord(str(partial / "tiles.txt"), done, out=probs, plan=plan)
     if client is not None:
         yield from predict_blocks_iter(image, net, probs, plan, record, client, cfg)
     else:

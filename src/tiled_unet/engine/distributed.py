@@ -62,8 +62,9 @@ def _run_block(image: Any, digest: str, data: bytes, out: str, frame: int, tiles
     import zarr
 
     net = _worker_model(digest, data)
-    hook = TileRecord(record, done, select={frame: set(tiles)}, intensities={frame: intensity})
     target = zarr.open_array(out, mode="r+")
+    hook = TileRecord(record, done, select={frame: set(tiles)}, intensities={frame: intensity}, out=target,
+                      plan=plan)
     for _ in predict_iter(image, net, out=target, axes=plan.layout.axes, config=InferenceConfig(**options),
                           tile_hook=hook, tile_plan=plan):
         pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,14 +83,33 @@ def output_chunks(layout: Layout, classes: int, step: tuple[int, ...]) -> tuple[
     return (1,) * len(layout.lead_shape) + (classes,) + spatial
 
 
+def tile_region(plan: TilePlan, frame: int, tile: int) -> tuple[slice | int, ...]:
+    """Index of the output region tile ``tile`` of frame ``frame`` (flat, as the engine counts) writes."""
+    lead = tuple(int(i) for i in np.unravel_index(frame, plan.layout.lead_shape)) if plan.layout.lead_shape else ()
+    return lead + (slice(None),) + plan.tiles[tile].write_slices
+
+
+def tile_checksum(array: Any, plan: TilePlan, frame: int, tile: int) -> int:
+    """CRC-32 of the stored values of one tile (read back from ``array``)."""
+    values = np.ascontiguousarray(np.asarray(array[tile_region(plan, frame, tile)]))
+    return zlib.crc32(values.view(np.uint8).reshape(-1))
+
+
 class TileRecord:
     """A :class:`~tiled_unet.engine.sinks.TileHook` of resumable runs: skips recorded tiles (and, for a
-    block of a distributed run, those outside it) and appends stored tiles to ``path``."""
+    block of a distributed run, those outside it) and appends stored tiles to ``path``, one line
+    ``frame tile crc32`` each, the checksum read back from ``out`` (the array the run writes into,
+    laid out by ``plan``) so that a rerun can verify what it skips."""
 
     def __init__(self, path: str | None, done: set[tuple[int, int]] = frozenset(),
                  select: dict[int, set[int]] | None = None,
-                 intensities: dict[int, tuple[np.ndarray, np.ndarray]] | None = None):
+                 intensities: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+                 out: Any = None, plan: TilePlan | None = None):
+        if path is not None and (out is None or plan is None):
+            raise ValueError("a TileRecord that writes a record needs the output array and its tile plan "
+                             "(out=, plan=) to checksum the stored tiles")
         self.path, self.done, self.select, self.intensities = path, set(done), select, intensities
+        self.out, self.plan = out, plan
         self.stored = 0
 
     def skip(self, frame: int, tile: int) -> bool:
@@ -103,5 +123,6 @@ class TileRecord:
     def written(self, frame: int, tiles: list[int]) -> None:
         self.stored += len(tiles)
         if self.path is not None:
+            lines = "".join(f"{frame} {t} {tile_checksum(self.out, self.plan, frame, t):08x}\n" for t in tiles)
             with open(self.path, "a") as fh:  # one small append: whole lines or a torn last line
-                fh.write("".join(f"{frame} {t}\n" for t in tiles))
+                fh.write(lines)
