@@ -7,6 +7,7 @@ lies within 10 % of each other (a whole-volume approach grows with the volume).
 
     python benchmarks/bench_memory.py            # 64, 128, 256 planes of 512x512
     python benchmarks/bench_memory.py --quick    # tiny smoke test
+    python benchmarks/bench_memory.py --model nuclei-3d --backend openvino
 
 Peak RSS is the process's own high-water mark (``VmHWM`` from /proc/self/status on
 Linux, ``ru_maxrss`` elsewhere), read by the child just before it exits.
@@ -91,7 +92,7 @@ def child(spec: dict) -> dict:
         tiles = plan_tiles(shape, geometry, tuple(spec["tile"]))
         start = time.perf_counter()
         tiled_unet.predict(spec["volume"], net, out=spec["out"], overwrite=True,
-                           tile_shape=tuple(spec["tile"]), device="cpu")
+                           tile_shape=tuple(spec["tile"]), device="cpu", backend=spec["backend"])
         result.update(seconds=time.perf_counter() - start, tiles=len(tiles),
                       input_shape=list(tiles[0].input_shape))
     result["peak_rss_mib"] = peak_rss_mib()
@@ -127,6 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="zarr chunks of the input volumes (default: 16 256 256)")
     parser.add_argument("--model", default="placeholder-3d",
                         help="built-in model name or .safetensors file (default: placeholder-3d)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "openvino", "auto"),
+                        help="inference backend passed to predict (default: torch)")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "_data",
                         help="where volumes and outputs are written (default: benchmarks/_data)")
     parser.add_argument("--quick", action="store_true",
@@ -148,7 +151,8 @@ def main(argv=None) -> int:
     tile = tuple(args.tile)
     base = run_child({"task": "baseline", "model": args.model})
     print(f"model {args.model}: {base['config']}")
-    print(f"tile shape (output) {tile}, input chunks {tuple(args.chunks)}, torch threads: default")
+    print(f"tile shape (output) {tile}, input chunks {tuple(args.chunks)}, backend {args.backend}, "
+          f"torch threads: default")
     rows = []
     for planes in sorted(args.planes):
         shape = (planes, args.size, args.size)
@@ -157,7 +161,8 @@ def main(argv=None) -> int:
         make_volume(volume, shape, tuple(min(c, n) for c, n in zip(args.chunks, shape)))
         made = time.perf_counter() - t0
         res = run_child({"task": "predict", "model": args.model, "volume": str(volume),
-                         "out": str(args.workdir / f"memory_{planes}_probs.zarr"), "tile": list(tile)})
+                         "out": str(args.workdir / f"memory_{planes}_probs.zarr"), "tile": list(tile),
+                         "backend": args.backend})
         rows.append((planes, math.prod(shape), res))
         print(f"  {planes} planes: volume ready in {made:.1f} s, {res['tiles']} tiles of input "
               f"{tuple(res['input_shape'])}, predicted in {res['seconds']:.1f} s", flush=True)

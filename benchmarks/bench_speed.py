@@ -22,6 +22,8 @@ voxels: tiles x tile input voxels (b, c) or windows x roi voxels (d, e).
 
     python benchmarks/bench_speed.py            # 64 x 384 x 384, depth 3, 16 channels
     python benchmarks/bench_speed.py --quick    # tiny smoke test
+    python benchmarks/bench_speed.py --builtin  # built-in models, PyTorch and OpenVINO end to end
+                                                # (bench_backends.py; other options go to it)
 """
 
 from __future__ import annotations
@@ -165,6 +167,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the network weights (default: 0)")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "_data",
                         help="where the volume and outputs are written (default: benchmarks/_data)")
+    parser.add_argument("--builtin", action="store_true",
+                        help="run bench_backends.py instead: nuclei-2d and nuclei-3d end to end on both backends")
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke test: 16 x 64 x 64 volume, depth 2, 8 channels, tile 16 32 32")
     parser.add_argument("--row", help=argparse.SUPPRESS)
@@ -199,6 +203,11 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--builtin" in argv:
+        import bench_backends
+
+        return bench_backends.main([a for a in argv if a != "--builtin"])
     args = parse_args(argv)
     if args.row:
         print("RESULT " + json.dumps(child(json.loads(args.row))), flush=True)

@@ -4,8 +4,10 @@
 installed, the precision resolves to bfloat16 (``auto`` on CPUs with native bf16, or
 ``bfloat16``) and the job is large enough to pay for the compilation (at least
 :data:`AUTO_MIN_FLOPS` of network work); PyTorch otherwise (float32 on CPU: OpenVINO was
-slower on the 3D model; GPUs; small images, where the 2-6 s of conversion and compilation
-cost more than the forward passes save, about 0.006-0.014 s per GFLOP on 2 cores).
+slower on the 3D model; GPUs; small images, where the 0.5-0.7 s of starting OpenVINO,
+compiling and its first call cost more than the forward passes save: on 2 cores the two
+were even between 1.8e11 and 3.9e11 of network work, 1024 x 1024 to 1536 x 1536 images
+with ``nuclei-2d``).
 The OpenVINO network is written in memory from the loaded model's layers and weights
 (:mod:`.openvino_graph`, milliseconds) and compiled once per tile input shape for the run
 (0.2-0.3 s per shape on 2 cores). The cell-size probes always run on PyTorch: they are small
@@ -27,7 +29,7 @@ from .openvino_graph import openvino_model
 BACKENDS = ("auto", "torch", "openvino")
 INSTALL_HINT = "pip install 'napari-tiled-unet[openvino]'"
 #: network work (floating point operations) from which ``auto`` picks OpenVINO
-AUTO_MIN_FLOPS = 5e11
+AUTO_MIN_FLOPS = 3e11
 
 
 def openvino_installed() -> bool:
