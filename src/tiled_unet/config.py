@@ -8,6 +8,7 @@ store them.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +23,13 @@ def _check(condition: bool, message: str) -> None:
 def config_or_options(cls, config: Any, options: dict[str, Any], where: str):
     """``config`` (an instance of ``cls``) or ``cls(**options)``; giving both is an error, never a silent drop."""
     if config is None:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            close = {u: difflib.get_close_matches(u, names, 1) for u in unknown}
+            hints = "; ".join(f"{u!r}: did you mean {m[0]!r}?" for u, m in close.items() if m)
+            raise TypeError(f"{where}() got unknown option(s) {', '.join(map(repr, unknown))}"
+                            f"{' (' + hints + ')' if hints else ''}; its options are {', '.join(sorted(names))}")
         return cls(**options)
     if not isinstance(config, cls):
         raise TypeError(f"{where}: config must be a {cls.__name__}, got {type(config).__name__}")

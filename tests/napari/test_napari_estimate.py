@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import tiled_unet
-from tiled_unet._napari import _estimate
+from tiled_unet.engine import estimate as _estimate
 from tiled_unet._napari._segment_widget import SegmentWidget
 from tiled_unet.engine.devices import forward_flops
 

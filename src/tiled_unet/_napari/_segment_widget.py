@@ -22,12 +22,12 @@ from magicgui.widgets import (
 )
 
 from ..config import InstanceConfig
+from ..engine import estimate as estimate_mod
 from ..engine.backends import BACKENDS
 from ..engine.cellsize import check_diameter
 from ..engine.devices import PRECISIONS
 from ..io.arrays import scale_attrs, source_path
 from ..pipeline import LabelProgress, segment_iter
-from . import _estimate
 from ._common import (
     SPATIAL,
     engine_input,
@@ -255,7 +255,7 @@ class SegmentWidget(Container):
                                int(self._channel.value))
             spatial = tuple(inp.data.shape[inp.axes.index(a)] for a in inp.out_axes[-net.config.ndim:])
             frames = int(np.prod([inp.data.shape[inp.axes.index(a)] for a in inp.out_axes[:-net.config.ndim]]))
-            est = _estimate.estimate(spatial, frames, net, tile_shape=self._tile_shape(net.config.ndim),
+            est = estimate_mod.estimate(spatial, frames, net, tile_shape=self._tile_shape(net.config.ndim),
                                      device=self._device.value, in_memory=self._output.value == IN_MEMORY,
                                      precision=self._precision.value, backend=self._backend.value)
         except Exception as exc:
@@ -327,7 +327,7 @@ class SegmentWidget(Container):
     def _on_done(self, labels: Any, layer: Any, inp) -> None:
         seconds = time.perf_counter() - self._started
         ran = "openvino" if any(getattr(e, "note", "").startswith("OpenVINO") for e in self.events) else "torch"
-        _estimate.record_speed(self._device.value, self._flops, seconds, ran)
+        estimate_mod.record_speed(self._device.value, self._flops, seconds, ran)
         name = f"{layer.name} labels"
         if not isinstance(labels, np.ndarray):  # the zarr output keeps the layer's voxel size
             spatial = SPATIAL[len(inp.voxel_size)]

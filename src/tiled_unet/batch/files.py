@@ -78,6 +78,19 @@ def _scan(folder: Path, recursive: bool, skip: Path | None) -> list[Path]:
     return found
 
 
+def _without_own_outputs(found: list[Path], base: Path, output: Path) -> list[Path]:
+    """``found`` less the files this run writes for the others (``<name>_labels.*`` and
+    ``<name>_probabilities.*`` in the output folder): ``segment DIR -o DIR`` run twice does
+    not segment its own outputs."""
+    outputs = set()
+    for p in found:
+        sub, stem = p.parent.relative_to(base), file_stem(p)
+        for kind in ("labels", "probabilities"):
+            for suffix in ("tif", "zarr"):
+                outputs.add((output / sub / f"{stem}_{kind}.{suffix}").resolve())
+    return [p for p in found if p.resolve() not in outputs]
+
+
 def find_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = False,
                 output: str | os.PathLike | None = None) -> list[_Job]:
     """The images named by ``inputs`` (files, zarr stores, folders, glob patterns), in order;
@@ -91,6 +104,8 @@ def find_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = False,
         if path.exists():
             if path.is_dir() and not is_zarr(path):
                 found = _scan(path, recursive, skip)
+                if skip is not None:
+                    found = _without_own_outputs(found, path, skip)
                 jobs += [_Job(p, path) for p in found] or [_Job(path, None, "folder holds no TIFF or zarr "
                                                                 "images" + ("" if recursive else
                                                                             " (use --recursive for sub-folders)"))]
@@ -116,7 +131,7 @@ def _target(job: _Job, output: Path | None, single: bool, fmt: str) -> Path:
     return output / sub / f"{file_stem(job.path)}_labels.{fmt}"
 
 
-class _Models:
+class ModelChoice:
     """Models loaded once, chosen per file by its number of spatial axes."""
 
     def __init__(self, model: Any):
@@ -177,7 +192,7 @@ def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
               and out.suffix.lower() in TIFF_SUFFIXES + (".zarr",))
     if out is not None and not single and out.suffix.lower() in TIFF_SUFFIXES:
         raise ValueError(f"-o {out} names a file, but there are {len(jobs)} inputs; give an output folder")
-    models = _Models(model)
+    models = ModelChoice(model)
     if client is not None:
         if scheduler is not None:
             raise ValueError("give either scheduler= or client=, not both")

@@ -84,6 +84,11 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
          instances: Any, block_shape: Any, options: dict, axes: str | None,
          voxel_size: Any) -> Generator[Any, None, tuple]:
     """The job of :func:`run_file` once its output is locked and not skipped."""
+    if probabilities:  # a side output: the same rules as the labels, checked before any work
+        keep = (_probs_path(final, "tif" if fmt == "tif" else "zarr") if not (into_ome_labels and ome is not None)
+                else path.parent / f"{file_stem(path)}_{label_name}_probabilities.zarr")
+        claim_output(keep, overwrite, [path], what="probabilities output",
+                     replace_hint="pass --overwrite (overwrite=True) to replace it")
     given_axes = axes.upper() if axes else None
     if path.suffix.lower() in TIFF_SUFFIXES:
 
@@ -100,6 +105,10 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
         options = {**options, "tile_shape": tile * net.config.ndim}
     axes = given_axes or _axes_for(axes, shape, net.config.ndim)
     if voxel_size is not None:
+        if len(voxel_size) != net.config.ndim:
+            raise ValueError(f"--voxel-size (voxel_size=) got {len(voxel_size)} values {tuple(voxel_size)} for a "
+                             f"{net.config.ndim}-D image and model; give one per spatial axis "
+                             f"({'Z Y X' if net.config.ndim == 3 else 'Y X'}), in micrometres")
         names = "ZYX" if len(voxel_size) == 3 else "YX"
         voxel = dict(zip(names, (float(v) for v in voxel_size)))
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -15,7 +16,8 @@ from ..io.paths import claim_output
 from ..io.tiff import write_tiff
 from ..metrics import DEFAULT_THRESHOLDS, evaluate, format_table, summary
 from ..synthetic.nuclei import sample
-from ..weights import builtin_models
+from ..weights import builtin_models, resolve_model
+from .guard import check_job, input_label
 from .options import default_model, inference_kwargs, inference_options, output_axes
 from .segment import add_segment_parser
 from .train import add_train_parser
@@ -43,6 +45,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     output = Path(args.output)
     to_tiff = output.suffix.lower() in (".tif", ".tiff")
     claim_output(output, args.overwrite, [getattr(args, "input", None)], replace_hint="pass --overwrite to replace it")
+    check_job(image, resolve_model(model), axes=args.axes, in_memory=to_tiff, yes=args.yes,
+              options=inference_kwargs(args), what=input_label(image))
     start = time.perf_counter()
     gen = predict_iter(image, model, out=None if to_tiff else output, overwrite=args.overwrite,
                        **inference_kwargs(args))
@@ -105,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(err: OSError) -> str:
+    """One line for a failed read or write: what happened, to which file, what to do."""
+    name = f" {err.filename}" if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the device while writing{name}; free some space or write the output "
+                f"elsewhere (nothing is left under the output's final name)")
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{name}: {err.strerror.lower()}; choose an output in a folder you can write to"
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -112,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, TypeError) as err:
         print(f"\ntiled-unet: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"\ntiled-unet: error: {os_error_message(err)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("\ntiled-unet: error: out of memory; for images larger than RAM write a zarr output "
+              "(-o out.zarr), or give a smaller --tile-shape", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ntiled-unet: interrupted", file=sys.stderr)
         return 130

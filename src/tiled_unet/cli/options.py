@@ -54,6 +54,8 @@ def engine_options(p: argparse.ArgumentParser) -> None:
                    "'napari-tiled-unet[openvino]') or auto (default: OpenVINO on CPU when installed and "
                    "bfloat16 is used, else torch)")
     p.add_argument("--halo", type=int, help="context per side for same-padding models (default: exact)")
+    p.add_argument("--yes", action="store_true", help="start jobs estimated to take over an hour, and inputs "
+                   "with no data written, without asking")
 
 
 def inference_options(p: argparse.ArgumentParser) -> None:

@@ -10,13 +10,24 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from ..batch.files import FileResult, FileStarted, Notice, format_summary, segment_files
+from ..batch.files import (
+    FileResult,
+    FileStarted,
+    ModelChoice,
+    Notice,
+    find_inputs,
+    format_summary,
+    segment_files,
+)
 from ..events import run_to_end
-from ..io.paths import claim_output
+from ..io.arrays import open_image
+from ..io.paths import claim_output, is_zarr
 from ..io.tiff import write_label_tiff
 from ..pipeline import LabelProgress, segment_iter
 from ..synthetic.nuclei import sample
+from .guard import JobRefused, check_job, input_label
 from .options import (
     default_model,
     engine_kwargs,
@@ -86,6 +97,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     options = engine_kwargs(args)
     model = args.model if args.model and len(args.model) > 1 else (args.model[0] if args.model else None)
+    _check_jobs(args, model, options)
     start = time.perf_counter()
     results = segment_files(args.inputs, args.output, model, recursive=args.recursive,
                             overwrite=args.overwrite, probabilities=args.probabilities,
@@ -98,6 +110,25 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(format_summary(results))
     print(f"total {time.perf_counter() - start:.1f} s")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _check_jobs(args: argparse.Namespace, model: Any, options: dict) -> None:
+    """:func:`~.guard.check_job` for every input before the first starts (inputs that cannot be
+    opened or read are left to the batch, which reports them per file)."""
+    models = ModelChoice(model)
+    for job in find_inputs(args.inputs, args.recursive, args.output):
+        if job.error:
+            continue
+        try:
+            net = models.choose(args.axes, open_image(job.path).shape)
+            tiff_out = (args.output or "").lower().endswith((".tif", ".tiff")) or args.format == "tif" or (
+                args.format is None and not is_zarr(job.path))
+            check_job(job.path, net, axes=args.axes, in_memory=tiff_out, yes=args.yes, options=options,
+                      what=input_label(job.path))
+        except JobRefused:
+            raise
+        except Exception:  # noqa: BLE001 - reported by the batch for this file
+            continue
 
 
 def _segment_sample(args: argparse.Namespace) -> int:

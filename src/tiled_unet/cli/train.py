@@ -54,7 +54,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    "GPU: the training data are copied there once; no --workers)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--name", help="model name stored in the file (default: the output file's stem)")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing output file (and the checkpoints in --checkpoints)")
     t.set_defaults(func=cmd_train)
 
 

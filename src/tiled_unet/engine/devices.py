@@ -119,8 +119,8 @@ def auto_tile_shape(config: UNetConfig, geometry: UNetGeometry, image_shape: tup
     if not fits(lo):
         need = activation_bytes(config, (geometry.input_size_for_output(p),) * config.ndim)
         raise ValueError(f"even the smallest tile needs about {need / 2**20:.0f} MiB, more than the "
-                         f"memory budget of {budget / 2**20:.0f} MiB; raise memory_budget or use a "
-                         f"smaller model")
+                         f"memory budget of {budget / 2**20:.0f} MiB; free memory, raise memory_budget= "
+                         f"(Python API), or use a smaller model")
     while lo < hi:  # largest edge (multiple of p) that fits
         mid = (lo + hi + p) // (2 * p) * p
         if fits(mid):

@@ -52,13 +52,20 @@ def intensity_range(read: ReadFn, spatial_shape: tuple[int, ...],
     check_finite(values, "found while sampling intensity statistics")
     low, high = np.percentile(values.astype(np.float64, copy=False), [config.low, config.high], axis=1)
     scale = np.where(high - low > 0, high - low, 1.0)
-    return low.astype(np.float32), scale.astype(np.float32)
+    return low, scale  # float64: an offset of 2**40 on int64 keeps its low bits
 
 
 def apply(tile: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Normalise a ``(C, *spatial)`` tile to float32."""
+    """Normalise a ``(C, *spatial)`` tile to float32.
+
+    Types float32 holds exactly (up to 16-bit integers, float16/32) are normalised in float32;
+    wider ones (32/64-bit integers, float64) in float64, so a large constant offset
+    (int64 + 2**40, float64 + 1e12) is removed before the rounding to float32.
+    """
     shape = (-1,) + (1,) * (tile.ndim - 1)
-    out = tile.astype(np.float32, copy=True)
-    out -= offset.reshape(shape)
-    out /= scale.reshape(shape)
-    return out
+    wide = tile.dtype.itemsize > (2 if tile.dtype.kind in "iub" else 4)
+    work = np.float64 if wide else np.float32
+    out = tile.astype(work, copy=True)
+    out -= np.asarray(offset, work).reshape(shape)
+    out /= np.asarray(scale, work).reshape(shape)
+    return out.astype(np.float32, copy=False)

@@ -62,11 +62,27 @@ def tile_plan(source: Any, net: UNet, axes: str | None, cfg: InferenceConfig) ->
     return make_tile_plan(parse_layout(source.shape, source.dtype, net.config, axes), net, cfg)
 
 
+def auto_tile_shape_fits(net: UNet, geometry: UNetGeometry, layout: Layout, budget: int) -> bool:
+    """Whether the smallest tile fits ``budget`` bytes."""
+    try:
+        auto_tile_shape(net.config, geometry, layout.spatial_shape, budget)
+    except ValueError:
+        return False
+    return True
+
+
 def choose_tile_shape(cfg: InferenceConfig, net: UNet, geometry: UNetGeometry, layout: Layout,
                        device: torch.device) -> tuple[int, ...]:
     if cfg.tile_shape == "auto":
-        budget = memory_budget(device, cfg.memory_budget) // cfg.batch_size
-        return auto_tile_shape(net.config, geometry, layout.spatial_shape, budget)
+        total = memory_budget(device, cfg.memory_budget)
+        try:
+            return auto_tile_shape(net.config, geometry, layout.spatial_shape, total // cfg.batch_size)
+        except ValueError:
+            if cfg.batch_size == 1 or not auto_tile_shape_fits(net, geometry, layout, total):
+                raise
+            raise ValueError(f"batch_size {cfg.batch_size} (CLI --batch-size) does not fit: the {cfg.batch_size} "
+                             f"tiles of a batch share the memory budget of {total / 2**20:.0f} MiB and not even the "
+                             f"smallest tiles fit; use a smaller batch size (1 fits)") from None
     tile = tuple(int(t) for t in cfg.tile_shape)
     if len(tile) != geometry.ndim:
         raise ValueError(f"tile_shape must have {geometry.ndim} sizes ({layout.spatial_axes}) for this "

@@ -20,7 +20,7 @@ import torch
 from ..config import InferenceConfig, TileProgress, config_or_options
 from ..events import run_to_end
 from ..instances.memory import class_roles, instances_from_probabilities, masks
-from ..io.arrays import open_image, source_path
+from ..io.arrays import open_image, read_region, source_path
 from ..io.layout import Layout, parse_layout
 from ..io.paths import claim_output
 from ..model import UNet
@@ -39,7 +39,7 @@ def _read_tile(source: Any, layout: Layout, frame: tuple[int, ...], tile: Tile,
                offset: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Read, normalise and mirror-pad one tile's network input: ``(C, *input_shape)``."""
     slices, takes = tile.read_plan(layout.spatial_shape)
-    raw = np.asarray(source[layout.index(frame, slices)])
+    raw = read_region(source, layout.index(frame, slices))
     normalize.check_finite(raw, f"in the region {[(s.start, s.stop) for s in slices]}, frame {frame}")
     block = layout.to_channels_first(raw)
     for axis, take in enumerate(takes, start=1):
@@ -200,7 +200,7 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
                 continue
             given = None if tile_hook is None else tile_hook.intensity(f)
             offset, scale = given if given is not None else normalize.intensity_range(
-                lambda s, fr=frame: layout.to_channels_first(np.asarray(source[layout.index(fr, s)])),
+                lambda s, fr=frame: layout.to_channels_first(read_region(source, layout.index(fr, s))),
                 layout.spatial_shape, net.model_config.normalization)
 
             def read(tile: Tile, fr=frame, o=offset, s=scale) -> np.ndarray:

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..io.arrays import read_region
+
 
 def resampled_size(n: int, factor: float) -> int:
     """Pixels along an axis of ``n`` pixels scaled by ``factor`` (at least 1)."""
@@ -74,7 +76,7 @@ class ResampledArray:
         lows = [int(math.floor(c.min())) if len(c) else 0 for c in coords]
         highs = [min(int(math.ceil(c.max())) + 1, n) if len(c) else 0
                  for c, n in zip(coords, self.source.shape)]
-        block = np.asarray(self.source[tuple(slice(lo, hi) for lo, hi in zip(lows, highs))], dtype=np.float32)
+        block = read_region(self.source, tuple(slice(lo, hi) for lo, hi in zip(lows, highs)), np.float32)
         for axis, (c, lo) in enumerate(zip(coords, lows)):
             local = c - lo
             left = np.floor(local).astype(np.int64)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..io.arrays import read_region
 from ..io.layout import Layout
 from ..model import UNet
 from . import cellsize
@@ -79,7 +80,7 @@ def _estimate_on_base(source: Any, layout: Layout, net: UNet, base: tuple[float,
         regions = []
         for frame in frames:
             for slices in cellsize.sample_regions(view_layout.spatial_shape, region, 4):
-                regions.append(view_layout.to_channels_first(np.asarray(view[view_layout.index(frame, slices)])))
+                regions.append(view_layout.to_channels_first(read_region(view, view_layout.index(frame, slices))))
         return regions
 
     return cellsize.estimate_from_samples(read, cells_of, net.model_config.diameter, base,

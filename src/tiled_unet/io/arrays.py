@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -28,11 +29,18 @@ def open_zarr(path: str | os.PathLike, mode: str = "r") -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such zarr store: {path}")
-    if path.suffix == ".zip":
-        store = zarr.storage.ZipStore(str(path), mode="r") if ZARR_MAJOR >= 3 else zarr.ZipStore(str(path), mode="r")
-        node = zarr.open(store, mode="r")
-    else:
-        node = zarr.open(str(path), mode=mode)
+    try:
+        if path.suffix == ".zip":
+            store = (zarr.storage.ZipStore(str(path), mode="r") if ZARR_MAJOR >= 3
+                     else zarr.ZipStore(str(path), mode="r"))
+            node = zarr.open(store, mode="r")
+        else:
+            node = zarr.open(str(path), mode=mode)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        found = [m for m in ("zarr.json", ".zarray", ".zgroup", ".zattrs") if (path / m).exists()]
+        raise ValueError(f"cannot read the zarr store {path}: its metadata ({', '.join(found) or 'none found'}) "
+                         f"is damaged or incomplete ({type(error).__name__}: {error}); restore the store from "
+                         f"a copy or write it again") from None
     if isinstance(node, zarr.Array):
         return node
     return node[multiscales_of(node, str(path))["datasets"][0]["path"]]
@@ -71,6 +79,56 @@ def open_image(image: Any) -> Any:
     if is_array_like(image) and hasattr(image, "ndim"):
         return image
     raise TypeError(f"expected an image as a numpy, zarr or dask array or a path, got {type(image).__name__}")
+
+
+class DamagedDataError(ValueError):
+    """Stored data that cannot be read back (a corrupt or truncated chunk)."""
+
+
+def read_region(source: Any, index: tuple, dtype: Any = None) -> np.ndarray:
+    """``np.asarray(source[index], dtype)``; a chunk that cannot be read or decoded is named, with
+    what to do (:class:`DamagedDataError`)."""
+    try:
+        return np.asarray(source[index], dtype)
+    except (MemoryError, KeyboardInterrupt, DamagedDataError):
+        raise
+    except Exception as error:  # noqa: BLE001 - codec and store errors of any library
+        try:
+            where = source_path(source)
+        except Exception:  # noqa: BLE001
+            where = None
+        chunk = _bad_chunk(source, index)
+        key = None
+        try:
+            key = source.metadata.encode_chunk_key(chunk) if chunk is not None else None
+        except Exception:  # noqa: BLE001 - zarr v2 arrays, other array types
+            pass
+        raise DamagedDataError(f"cannot read {'the input ' + repr(where) if where else 'the input array'}"
+                         f"{' chunk ' + str(chunk) if chunk else ''}{' (file ' + key + ')' if key else ''} (region "
+                         f"{[(s.start, s.stop) if isinstance(s, slice) else s for s in index]}): "
+                         f"{type(error).__name__}: {error}; the data on disk is damaged or incomplete: "
+                         f"restore it from a copy or write the array again") from error
+
+
+def _bad_chunk(source: Any, index: tuple) -> tuple[int, ...] | None:
+    """The grid position of the first chunk in ``index`` that fails to read (None if unknown)."""
+    chunks = getattr(source, "chunks", None)
+    if not chunks or len(chunks) != len(source.shape) or not isinstance(chunks[0], int):
+        return None
+    ranges = []
+    for axis, (size, n) in enumerate(zip(chunks, source.shape)):
+        s = index[axis] if axis < len(index) else slice(None)
+        if isinstance(s, slice):
+            lo, hi, _ = s.indices(n)
+        else:
+            lo, hi = int(s), int(s) + 1
+        ranges.append(range(lo // size, max(lo // size + 1, -(-hi // size))))
+    for position in itertools.product(*ranges):
+        try:
+            source[tuple(slice(p * c, min((p + 1) * c, n)) for p, c, n in zip(position, chunks, source.shape))]
+        except Exception:  # noqa: BLE001
+            return position
+    return None
 
 
 def source_path(image: Any) -> str | None:

@@ -80,6 +80,8 @@ def _default_axes(shape: tuple[int, ...], config: UNetConfig) -> str:
     spatial = SPATIAL[nd]
     extra = len(shape) - nd
     if config.in_channels == 1:
+        if extra == 1 and shape[-1] in (3, 4):  # read as RGB(A) colour, as a TIFF's samples are
+            return spatial + "C"
         return _lead_names(extra) + spatial
     if extra >= 1 and shape[-nd - 1] == config.in_channels:
         return _lead_names(extra - 1) + "C" + spatial
@@ -125,8 +127,13 @@ def parse_layout(shape: tuple[int, ...], dtype: np.dtype, config: UNetConfig,
                          f"got {axes!r}")
     layout = Layout(axes, shape, nd)
     if layout.channels != config.in_channels:
+        colour = ""
+        if config.in_channels == 1 and layout.channels in (3, 4):
+            colour = (f"; it looks like an RGB(A) colour image: convert it to one grey channel (e.g. "
+                      f"image.mean(axis={axes.index('C') - len(axes)})) or pick one channel, or, if that axis is "
+                      f"not colour, name the axes (axes=, CLI --axes, e.g. {'T' + SPATIAL[nd]!r})")
         raise ValueError(f"the model expects {config.in_channels} input channel(s), got an image with "
-                         f"{layout.channels} (axes {axes!r}, shape {shape})")
+                         f"{layout.channels} (axes {axes!r}, shape {shape}){colour}")
     if 0 in shape:
         raise ValueError(f"the image is empty (shape {shape})")
     return layout

@@ -20,6 +20,9 @@ from ..config import ModelConfig
 from ..model import UNet
 from ..weights import load_model, save_model, write_safetensors
 
+#: the files of a checkpoint folder
+CHECKPOINT_FILES = ("best.safetensors", "last.safetensors", "state.safetensors")
+
 
 def save_checkpoint(folder: Path, net: UNet, optimizer: torch.optim.Optimizer, state: dict[str, Any],
                     rng: np.random.Generator, best_state: dict[str, torch.Tensor],

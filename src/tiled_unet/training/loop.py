@@ -37,7 +37,7 @@ from ..metrics import match
 from ..model import UNet
 from ..weights import load_model, save_model
 from .augment_device import DevicePatches
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainProgress
 from .datasets import (
     Example,
@@ -168,6 +168,16 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         claim_output(out, overwrite, [p for p in (*images, *labels) if isinstance(p, (str, os.PathLike))],
                      what="model file")
 
+    if checkpoint_dir is not None and not resume:
+        held = [name for name in CHECKPOINT_FILES if (Path(checkpoint_dir) / name).exists()]
+        if held and not overwrite:
+            raise FileExistsError(f"checkpoint folder {os.fspath(checkpoint_dir)} already holds checkpoints "
+                                  f"({', '.join(held)}) of another run; pass resume=True (CLI: --resume) to "
+                                  f"continue it, overwrite=True (--overwrite) to replace them, or choose "
+                                  f"another folder")
+        claim_output(checkpoint_dir, True, [p for p in (*images, *labels) if isinstance(p, (str, os.PathLike))],
+                     what="checkpoint folder")
+
     spatial_ndim = open_image(labels[0]).ndim
     image_shape = open_image(images[0]).shape
     channels = image_shape[0] if len(image_shape) == spatial_ndim + 1 else 1
@@ -179,6 +189,12 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     amp = resolve_precision(cfg.precision, device) if device.type == "cuda" else (
         None if cfg.precision in ("auto", "float32") else resolve_precision(cfg.precision, device))
     pairs = [load_pair(i, l, ndim, in_channels, f"image {k + 1}") for k, (i, l) in enumerate(zip(images, labels))]
+    if not any(bool(((l != 0) & (l != cfg.ignore_label) if cfg.ignore_label is not None else l != 0).any())
+               for _, l in pairs):
+        raise ValueError("the label images hold no cell (every pixel is 0"
+                         + (f" or the ignore label {cfg.ignore_label}" if cfg.ignore_label is not None else "")
+                         + "): there is nothing to learn; give label images in which each cell has its own "
+                           "non-zero ID")
     train_pairs, val_pairs = split_validation(pairs, cfg.validation_fraction)
     examples: list[Example] = prepare_all(train_pairs, net.model_config, rng=rng, w0=cfg.w0, sigma=cfg.sigma,
                                           boundary_width=cfg.boundary_width, ignore_label=cfg.ignore_label,
@@ -186,6 +202,10 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     if cfg.ignore_label is not None:
         val_pairs = [(i, np.where(l == cfg.ignore_label, 0, l)) for i, l in val_pairs]
     geometry = net.geometry
+    if cfg.patch_shape and len(cfg.patch_shape) != ndim:
+        raise ValueError(f"patch_shape (CLI --patch) has {len(cfg.patch_shape)} sizes {tuple(cfg.patch_shape)}, but "
+                         f"the model is {ndim}-D: give one size per spatial axis "
+                         f"({'Z Y X' if ndim == 3 else 'Y X'}), e.g. {' '.join(map(str, default_patch(ndim)))}")
     input_shape, output_shape = patch_shapes(geometry, cfg.patch_shape or default_patch(ndim))
     net.to(device)
     # channels-last convolutions on the CPU: about 1.26x faster steps in 2D and 3D (benchmarks/bench_steps.py)
