@@ -221,3 +221,16 @@ def test_api_never_writes_onto_or_into_an_input(template, tmp_path):
         with pytest.raises(ValueError, match="lies inside the input"):
             tiled_unet.predict(work / "a.zarr", "nuclei-2d", out=out, overwrite=True, device="cpu")
     assert _hashes(work) == before
+
+
+def test_probabilities_left_by_a_killed_run_are_replaced(template, tmp_path, monkeypatch, capsys):
+    """Killed after its probabilities were in place but before its labels: the rerun finishes
+    (the marker says they are this job's), while a user's file of that name is refused above."""
+    work = tmp_path / "work"
+    shutil.copytree(template, work)
+    monkeypatch.chdir(work)
+    tifffile.imwrite(work / "o_probabilities.tif", np.ones((4, 4), np.uint8))
+    (work / ".o_probabilities.tif.ours").write_text("")
+    assert main(["segment", "a.tif", "-o", "o_labels.tif", "--probabilities", *FAST]) == 0
+    assert tifffile.imread(work / "o_probabilities.tif").shape[-2:] == (96, 96)
+    assert not (work / ".o_probabilities.tif.ours").exists() and (work / "o_labels.tif").exists()

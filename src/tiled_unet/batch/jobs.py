@@ -74,9 +74,21 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
 
 def _own_partials(partial: Path, final: Path) -> list[Path]:
     """The temporary outputs of this job (``.<name>.partial``) that exist: never anything else."""
-    names = [partial] + [p.with_name(f".{p.name}.partial") for p in (_probs_path(final, "tif"),
-                                                                    _probs_path(final, "zarr"))]
+    probs = (_probs_path(final, "tif"), _probs_path(final, "zarr"))
+    names = [partial] + [p.with_name(f".{p.name}.partial") for p in probs] + [_ours(p) for p in probs]
     return [p for p in names if os.path.lexists(p)]
+
+
+def _ours(keep: Path) -> Path:
+    """Marks probabilities this job put in place before its labels (a kill in between: the rerun
+    may replace them, they are not the user's)."""
+    return keep.with_name(f".{keep.name}.ours")
+
+
+def _place_probabilities(keep: Path, write) -> None:
+    """Put the probabilities at ``keep`` via ``write()``, marked as ours until the labels are in place."""
+    _ours(keep).write_text("written by tiled-unet before its labels; removed once they are in place\n")
+    write()
 
 
 def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any, *, overwrite: bool,
@@ -87,7 +99,7 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
     if probabilities:  # a side output: the same rules as the labels, checked before any work
         keep = (_probs_path(final, "tif" if fmt == "tif" else "zarr") if not (into_ome_labels and ome is not None)
                 else path.parent / f"{file_stem(path)}_{label_name}_probabilities.zarr")
-        claim_output(keep, overwrite, [path], what="probabilities output",
+        claim_output(keep, overwrite or _ours(keep).exists(), [path], what="probabilities output",
                      replace_hint="pass --overwrite (overwrite=True) to replace it")
     given_axes = axes.upper() if axes else None
     if path.suffix.lower() in TIFF_SUFFIXES:
@@ -145,8 +157,7 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
     if probabilities:  # first: the labels in place mark the file as done
         keep = (_probs_path(final, "zarr") if not (into_ome_labels and ome is not None)
                 else path.parent / f"{file_stem(path)}_{label_name}_probabilities.zarr")
-        remove(keep)
-        os.replace(partial / "probabilities.zarr", keep)
+        _place_probabilities(keep, lambda: (remove(keep), os.replace(partial / "probabilities.zarr", keep)))
         notes.append(f"probabilities in {keep}")
     if into_ome_labels and ome is not None:
 
@@ -154,6 +165,8 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
     else:
         remove(final)
         os.replace(partial / "labels.zarr", final)
+    if probabilities:
+        _ours(keep).unlink(missing_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
     return os.fspath(final), "done", cells, "; ".join(notes)
 
@@ -188,9 +201,12 @@ def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, 
     if probabilities:  # first: the labels in place mark the file as done
         keep = _probs_path(final, "tif")
         same_grid = probs.shape[-net.config.ndim:] == labels.shape[-net.config.ndim:]
-        write_tiff(keep, np.asarray(probs, np.float32), layout.output_axes, sizes if same_grid else None)
+        _place_probabilities(keep, lambda: write_tiff(keep, np.asarray(probs, np.float32), layout.output_axes,
+                                                      sizes if same_grid else None))
         message = f"probabilities in {keep}"
     write_label_tiff(final, labels, layout.output_axes.replace("C", ""), sizes)
+    if probabilities:
+        _ours(keep).unlink(missing_ok=True)
     return label_count(labels), message
 
 

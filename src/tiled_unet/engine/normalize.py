@@ -58,13 +58,13 @@ def intensity_range(read: ReadFn, spatial_shape: tuple[int, ...],
 def apply(tile: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Normalise a ``(C, *spatial)`` tile to float32.
 
-    Types float32 holds exactly (up to 16-bit integers, float16/32) are normalised in float32;
-    wider ones (32/64-bit integers, float64) in float64, so a large constant offset
-    (int64 + 2**40, float64 + 1e12) is removed before the rounding to float32.
+    In float32, unless the type is wider (32/64-bit integers, float64) and the offset too large
+    for float32 to keep the values' low digits (2**24 or more): then in float64, so that a large
+    constant offset (int64 + 2**40, float64 + 1e12) is removed before the rounding to float32.
     """
     shape = (-1,) + (1,) * (tile.ndim - 1)
     wide = tile.dtype.itemsize > (2 if tile.dtype.kind in "iub" else 4)
-    work = np.float64 if wide else np.float32
+    work = np.float64 if wide and float(np.abs(offset).max(initial=0)) >= 2**24 else np.float32
     out = tile.astype(work, copy=True)
     out -= np.asarray(offset, work).reshape(shape)
     out /= np.asarray(scale, work).reshape(shape)
