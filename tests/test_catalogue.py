@@ -4,6 +4,7 @@ existed before is changed (hashed before and after); failures leave no new file 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -16,7 +17,7 @@ import tifffile
 import zarr
 
 import tiled_unet
-from tiled_unet.cli.main import main
+from tiled_unet.cli.main import main, os_error_message
 from tiled_unet.synthetic import nuclei
 
 OK = None  # the expected outcome of a case that must succeed
@@ -234,3 +235,13 @@ def test_probabilities_left_by_a_killed_run_are_replaced(template, tmp_path, mon
     assert main(["segment", "a.tif", "-o", "o_labels.tif", "--probabilities", *FAST]) == 0
     assert tifffile.imread(work / "o_probabilities.tif").shape[-2:] == (96, 96)
     assert not (work / ".o_probabilities.tif.ours").exists() and (work / "o_labels.tif").exists()
+
+
+@pytest.mark.parametrize("error, words", [
+    (OSError(errno.ENOSPC, "No space left on device", "out.tif"), ("no space left", "out.tif", "free some space")),
+    (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out.zarr"), ("cannot write", "read-only", "/mnt/ro")),
+    (PermissionError(errno.EACCES, "Permission denied", "out.tif"), ("cannot write", "permission denied")),
+])
+def test_disk_full_and_read_only_are_one_line(error, words):
+    message = os_error_message(error)
+    assert "\n" not in message and all(w in message.lower() for w in words), message
