@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import pickle
 import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ import zarr
 
 import tiled_unet
 from tiled_unet.cli.main import main, os_error_message
+from tiled_unet.io.lock import lock_path
 from tiled_unet.synthetic import nuclei
 
 OK = None  # the expected outcome of a case that must succeed
@@ -245,3 +249,23 @@ def test_probabilities_left_by_a_killed_run_are_replaced(template, tmp_path, mon
 def test_disk_full_and_read_only_are_one_line(error, words):
     message = os_error_message(error)
     assert "\n" not in message and all(w in message.lower() for w in words), message
+
+
+@pytest.mark.parametrize("argv", [["predict", "a.tif", "-o", "x.tif", *FAST],
+                                  ["segment", "--sample", "nuclei-2d", "-o", "x.tif", *FAST]])
+def test_predict_and_sample_wait_for_no_one_else(argv, template, tmp_path, monkeypatch, capsys):
+    """A live run holding the output's lock: the second run refuses in one line and writes nothing."""
+    work = tmp_path / "work"
+    shutil.copytree(template, work)
+    monkeypatch.chdir(work)
+    with subprocess.Popen(["sleep", "60"]) as sleeper:
+        try:
+            lock = lock_path(work / "x.tif")
+            lock.write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                        "started": "2026-12-03 12:00:01"}))
+            before = _hashes(work)
+            assert main(argv) == 2
+            assert f"pid {sleeper.pid}" in capsys.readouterr().err
+            assert _hashes(work) == before and not (work / "x.tif").exists()
+        finally:
+            sleeper.kill()

@@ -12,6 +12,7 @@ from pathlib import Path
 from .._version import __version__
 from ..engine.predict import predict_iter
 from ..events import run_to_end
+from ..io.lock import output_lock
 from ..io.paths import claim_output
 from ..io.tiff import write_tiff
 from ..metrics import DEFAULT_THRESHOLDS, evaluate, format_table, summary
@@ -48,13 +49,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_job(image, resolve_model(model), axes=args.axes, in_memory=to_tiff, yes=args.yes,
               options=inference_kwargs(args), what=input_label(image))
     start = time.perf_counter()
-    gen = predict_iter(image, model, out=None if to_tiff else output, overwrite=args.overwrite,
-                       **inference_kwargs(args))
-    probs = run_to_end(gen, _progress)
-    print(file=sys.stderr)
-    axes = probs.attrs["axes"] if not to_tiff else output_axes(image, model, args.axes)
-    if to_tiff:
-        write_tiff(output, probs, axes)
+    with output_lock(output) as lock:
+        if lock.notice:
+            print(lock.notice, file=sys.stderr)
+        gen = predict_iter(image, model, out=None if to_tiff else output, overwrite=args.overwrite,
+                           **inference_kwargs(args))
+        probs = run_to_end(gen, _progress)
+        print(file=sys.stderr)
+        axes = probs.attrs["axes"] if not to_tiff else output_axes(image, model, args.axes)
+        if to_tiff:
+            write_tiff(output, probs, axes)
     elapsed = time.perf_counter() - start
     print(f"wrote {output}: class probabilities, axes {axes}, shape {tuple(probs.shape)}, "
           f"{elapsed:.1f} s")

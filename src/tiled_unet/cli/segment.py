@@ -23,6 +23,7 @@ from ..batch.files import (
 )
 from ..events import run_to_end
 from ..io.arrays import open_image
+from ..io.lock import output_lock
 from ..io.paths import claim_output, is_zarr
 from ..io.tiff import write_label_tiff
 from ..pipeline import LabelProgress, segment_iter
@@ -142,13 +143,15 @@ def _segment_sample(args: argparse.Namespace) -> int:
     claim_output(output, args.overwrite, [getattr(args, "input", None)], replace_hint="pass --overwrite to replace it")
     start = time.perf_counter()
     printer = _Printer()
-    gen = segment_iter(image, model, out=None if to_tiff else output, instances=instance_overrides(args),
-                       overwrite=args.overwrite, **engine_kwargs(args))
-    labels = run_to_end(gen, printer)
-    printer._end()
-    if to_tiff:  # a label TIFF like those of other inputs (ImageJ, uint16 below 65,536 cells)
-
-        write_label_tiff(output, labels, output_axes(image, model, None).replace("C", ""))
+    with output_lock(output) as lock:
+        if lock.notice:
+            print(lock.notice, file=sys.stderr)
+        gen = segment_iter(image, model, out=None if to_tiff else output, instances=instance_overrides(args),
+                           overwrite=args.overwrite, **engine_kwargs(args))
+        labels = run_to_end(gen, printer)
+        printer._end()
+        if to_tiff:  # a label TIFF like those of other inputs (ImageJ, uint16 below 65,536 cells)
+            write_label_tiff(output, labels, output_axes(image, model, None).replace("C", ""))
     print(f"wrote {output}: instance labels, shape {tuple(labels.shape)}, {int(labels[...].max())} cells, "
           f"{time.perf_counter() - start:.1f} s")
     return 0
