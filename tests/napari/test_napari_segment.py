@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import zarr
 
 import tiled_unet
@@ -171,3 +172,31 @@ def test_3d_sample_with_a_3d_model(viewer, wait_for_worker):
     labels = viewer.layers["nuclei 3D labels"]
     np.testing.assert_array_equal(labels.data, expected)
     assert tuple(labels.scale) == (2.0, 0.5, 0.5) and labels.data.ndim == 3
+
+
+@pytest.mark.parametrize("target, overwrite, message", [
+    ("cells.zarr", True, "lies inside the input"),
+    ("cells.zarr/labels.zarr", False, "lies inside the input"),
+    ("kept.zarr", False, "already exists"),
+])
+def test_zarr_output_never_replaces_the_input_or_an_existing_store(viewer, crop2d, tmp_path, wait_for_worker,
+                                                                   target, overwrite, message):
+    image = crop2d[0]
+    for name in ("cells.zarr", "kept.zarr"):
+        array = zarr.open_array(str(tmp_path / name), mode="w", shape=image.shape, chunks=(64, 64),
+                                dtype=image.dtype)
+        array[...] = image
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    layer = viewer.add_image(zarr.open_array(str(tmp_path / "cells.zarr"), mode="r"), name="cells")
+    widget = _widget(viewer, layer)
+    widget._output.value = ZARR
+    widget._out_path.value = tmp_path / target
+    widget._overwrite.value = overwrite
+    widget.run()
+    if widget.worker is not None:
+        wait_for_worker(widget)
+    assert message in widget._status.value
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == files
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert "cells labels" not in [lay.name for lay in viewer.layers]
