@@ -94,7 +94,7 @@ def row_ours(spec: dict, net, halo: int | None) -> dict:
     tiles = plan_tiles(shape, UNetGeometry(3, spec["depth"], "same", halo), tile)
     start = time.perf_counter()
     tiled_unet.predict(spec["volume"], net, out=spec["out"], overwrite=True, tile_shape=tile,
-                       device="cpu", halo=halo)
+                       device="cpu", halo=halo, backend=spec["backend"])
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "computed": len(tiles) * math.prod(tiles[0].input_shape),
             "output": math.prod(shape), "passes": len(tiles), "input_shape": list(tiles[0].input_shape)}
@@ -165,6 +165,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed forward passes in row a (default: 3)")
     parser.add_argument("--rows", default="abcde", help="which rows to run (default: abcde)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the network weights (default: 0)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
+                        help="backend of rows b and c (default: auto, OpenVINO on bf16 CPUs for this volume)")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "_data",
                         help="where the volume and outputs are written (default: benchmarks/_data)")
     parser.add_argument("--builtin", action="store_true",
@@ -226,10 +228,10 @@ def main(argv=None) -> int:
           f"2 classes, seed {args.seed}; exact halo {UNetGeometry(3, args.depth, 'same').exact_halo}")
     print(f"volume {shape} uint16 ({math.prod(shape):,} voxels); output tile {tile}, network input tile "
           f"{input_shape} x {len(tiles)} tiles; engine precision {amp or torch.float32}, channels_last_3d; "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}; backend of b and c: {args.backend}")
     base = {"shape": list(shape), "tile": list(tile), "input_shape": list(input_shape), "depth": args.depth,
             "base_channels": args.base_channels, "seed": args.seed, "fast_halo": args.fast_halo,
-            "repeats": args.repeats, "volume": str(volume)}
+            "repeats": args.repeats, "volume": str(volume), "backend": args.backend}
     results = {}
     for row in args.rows:
         spec = {**base, "row": row, "out": str(args.workdir / f"speed_probs_{row}.zarr")}
