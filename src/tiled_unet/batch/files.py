@@ -121,6 +121,19 @@ def find_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = False,
     return jobs
 
 
+def single_output(jobs: list[_Job], out: Path | None) -> bool:
+    """True when ``out`` names the one output file (.tif or .zarr) of a single input."""
+    return (len(jobs) == 1 and jobs[0].base is None and out is not None
+            and out.suffix.lower() in TIFF_SUFFIXES + (".zarr",))
+
+
+def job_format(path: Path, out: Path | None, single: bool, output_format: str | None) -> str:
+    """``"tif"`` or ``"zarr"``: the labels' format for input ``path``."""
+    if single:
+        return out.suffix.lower().lstrip(".").replace("tiff", "tif")
+    return output_format or ("zarr" if is_zarr(path) else "tif")
+
+
 def _target(job: _Job, output: Path | None, single: bool, fmt: str) -> Path:
     if single:
         return output
@@ -188,8 +201,7 @@ def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
 
     jobs = find_inputs(inputs, recursive, output)
     out = Path(output) if output is not None else None
-    single = (len(jobs) == 1 and jobs[0].base is None and out is not None
-              and out.suffix.lower() in TIFF_SUFFIXES + (".zarr",))
+    single = single_output(jobs, out)
     if out is not None and not single and out.suffix.lower() in TIFF_SUFFIXES:
         raise ValueError(f"-o {out} names a file, but there are {len(jobs)} inputs; give an output folder")
     models = ModelChoice(model)
@@ -224,8 +236,7 @@ def _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwri
         try:
             if job.error:
                 raise ValueError(job.error)
-            fmt = (out.suffix.lower().lstrip(".").replace("tiff", "tif") if single else
-                   output_format or ("zarr" if is_zarr(job.path) else "tif"))
+            fmt = job_format(job.path, out, single, output_format)
             target = None if into_ome_labels and out is None and is_zarr(job.path) else _target(
                 job, out, single, fmt)
             if target is not None:

@@ -96,6 +96,7 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
          instances: Any, block_shape: Any, options: dict, axes: str | None,
          voxel_size: Any) -> Generator[Any, None, tuple]:
     """The job of :func:`run_file` once its output is locked and not skipped."""
+    keep = None
     if probabilities:  # a side output: the same rules as the labels, checked before any work
         keep = (_probs_path(final, "tif" if fmt == "tif" else "zarr") if not (into_ome_labels and ome is not None)
                 else path.parent / f"{file_stem(path)}_{label_name}_probabilities.zarr")
@@ -125,7 +126,7 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
         voxel = dict(zip(names, (float(v) for v in voxel_size)))
     final.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "tif" and not (into_ome_labels and ome is not None):
-        cells, message = yield from _tiff_job(path, final, net, axes, voxel, probabilities, instances, options)
+        cells, message = yield from _tiff_job(path, final, net, axes, voxel, keep, instances, options)
         return os.fspath(final), "done", cells, message
 
     config = resolve_instance_config(net.model_config.instances, instances)
@@ -154,9 +155,7 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
         yield event
     cells = label_count(labels)
     labels.attrs.update(scale_attrs(labels.attrs.get("axes", ""), voxel))
-    if probabilities:  # first: the labels in place mark the file as done
-        keep = (_probs_path(final, "zarr") if not (into_ome_labels and ome is not None)
-                else path.parent / f"{file_stem(path)}_{label_name}_probabilities.zarr")
+    if keep is not None:  # first: the labels in place mark the file as done
         _place_probabilities(keep, lambda: (remove(keep), os.replace(partial / "probabilities.zarr", keep)))
         notes.append(f"probabilities in {keep}")
     if into_ome_labels and ome is not None:
@@ -165,7 +164,7 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
     else:
         remove(final)
         os.replace(partial / "labels.zarr", final)
-    if probabilities:
+    if keep is not None:
         _ours(keep).unlink(missing_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
     return os.fspath(final), "done", cells, "; ".join(notes)
@@ -187,9 +186,10 @@ def scale_note(options: dict) -> str:
     return f"cell diameter {diameter:.1f}" if isinstance(diameter, float) else "voxel size"
 
 
-def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, probabilities: bool,
+def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, keep: Path | None,
               instances: Any, options: dict) -> Generator[Any, None, tuple[int, str]]:
-    """In memory: probabilities, labels per frame, label TIFF (same axes and voxel size)."""
+    """In memory: probabilities (kept at ``keep`` unless None), labels per frame, label TIFF
+    (same axes and voxel size)."""
 
     source = open_image(path)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
@@ -198,14 +198,13 @@ def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, 
                                                  dict(options, voxel_size=_spatial(voxel, net.config.ndim)))
     sizes = {a: v for a, v in voxel.items() if a in layout.spatial_axes}
     message = ""
-    if probabilities:  # first: the labels in place mark the file as done
-        keep = _probs_path(final, "tif")
+    if keep is not None:  # first: the labels in place mark the file as done
         same_grid = probs.shape[-net.config.ndim:] == labels.shape[-net.config.ndim:]
         _place_probabilities(keep, lambda: write_tiff(keep, np.asarray(probs, np.float32), layout.output_axes,
                                                       sizes if same_grid else None))
         message = f"probabilities in {keep}"
     write_label_tiff(final, labels, layout.output_axes.replace("C", ""), sizes)
-    if probabilities:
+    if keep is not None:
         _ours(keep).unlink(missing_ok=True)
     return label_count(labels), message
 

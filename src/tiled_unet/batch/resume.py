@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from ..config import InferenceConfig, InstanceConfig
 from ..engine.distributed import predict_blocks_iter
 from ..engine.plan import TilePlan, TileRecord, tile_checksum, tile_plan, tile_region
 from ..engine.predict import predict_iter
-from ..io.arrays import open_image, source_path
+from ..io.arrays import chunk_positions, open_image, source_path
 from ..io.paths import remove
 from ..model import UNet
 from ..pipeline import labels_zarr_iter
@@ -61,14 +60,8 @@ def read_record(path: Path) -> dict[tuple[int, int], int | None]:
 
 def tile_chunk_files(root: Path, probs: Any, plan: TilePlan, frame: int, tile: int) -> list[Path]:
     """The chunk files of one tile in the zarr store at ``root``."""
-    ranges = []
-    for index, chunk, size in zip(tile_region(plan, frame, tile), probs.chunks, probs.shape):
-        if isinstance(index, int):
-            ranges.append([index // chunk])
-        else:
-            start, stop, _ = index.indices(size)
-            ranges.append(range(start // chunk, -(-stop // chunk)))
-    return [root / probs.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
+    positions = chunk_positions(tile_region(plan, frame, tile), probs.chunks, probs.shape)
+    return [root / probs.metadata.encode_chunk_key(coords) for coords in positions]
 
 
 def verify_record(root: Path, probs: Any, plan: TilePlan, record: dict) -> tuple[set[tuple[int, int]], dict]:

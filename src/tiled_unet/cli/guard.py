@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+import psutil
+
 from ..engine.estimate import estimate
 from ..io.arrays import open_image
 from ..io.layout import parse_layout
@@ -18,18 +20,6 @@ LONG_JOB_SECONDS = 3600.0
 
 class JobRefused(ValueError):
     """A job not started: what was found and how to start it anyway."""
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (None where unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def unwritten(source: Any) -> bool:
@@ -54,8 +44,8 @@ def check_job(image: Any, net: Any, *, axes: str | None, in_memory: bool, yes: b
                    device=options.get("device", "auto"), in_memory=in_memory,
                    batch_size=options.get("batch_size", 1), halo=options.get("halo"),
                    precision=options.get("precision", "auto"), backend=options.get("backend", "auto"))
-    free = available_memory()
-    if in_memory and free is not None and est.result_bytes > free:
+    free = psutil.virtual_memory().available
+    if in_memory and est.result_bytes > free:
         raise JobRefused(f"{what}: the result would take about {est.result_bytes / 2**30:.1f} GiB of memory "
                          f"to write a TIFF, more than the {free / 2**30:.1f} GiB available; write a zarr output "
                          f"(-o out.zarr), which is written tile by tile")

@@ -19,12 +19,14 @@ from ..batch.files import (
     Notice,
     find_inputs,
     format_summary,
+    job_format,
     segment_files,
+    single_output,
 )
 from ..events import run_to_end
 from ..io.arrays import open_image
 from ..io.lock import output_lock
-from ..io.paths import claim_output, is_zarr
+from ..io.paths import claim_output
 from ..io.tiff import write_label_tiff
 from ..pipeline import LabelProgress, segment_iter
 from ..synthetic.nuclei import sample
@@ -117,13 +119,15 @@ def _check_jobs(args: argparse.Namespace, model: Any, options: dict) -> None:
     """:func:`~.guard.check_job` for every input before the first starts (inputs that cannot be
     opened or read are left to the batch, which reports them per file)."""
     models = ModelChoice(model)
-    for job in find_inputs(args.inputs, args.recursive, args.output):
+    jobs = find_inputs(args.inputs, args.recursive, args.output)
+    out = Path(args.output) if args.output is not None else None
+    single = single_output(jobs, out)
+    for job in jobs:
         if job.error:
             continue
         try:
             net = models.choose(args.axes, open_image(job.path).shape)
-            tiff_out = (args.output or "").lower().endswith((".tif", ".tiff")) or args.format == "tif" or (
-                args.format is None and not is_zarr(job.path))
+            tiff_out = job_format(job.path, out, single, args.format) == "tif"
             check_job(job.path, net, axes=args.axes, in_memory=tiff_out, yes=args.yes, options=options,
                       what=input_label(job.path))
         except JobRefused:

@@ -110,20 +110,23 @@ def read_region(source: Any, index: tuple, dtype: Any = None) -> np.ndarray:
                          f"restore it from a copy or write the array again") from error
 
 
+def chunk_positions(index: tuple, chunks: tuple[int, ...], shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Grid positions of the chunks that the region ``index`` (slices and integers, missing
+    trailing axes = whole) touches, in raster order."""
+    ranges = []
+    for axis, (size, n) in enumerate(zip(chunks, shape)):
+        s = index[axis] if axis < len(index) else slice(None)
+        lo, hi = s.indices(n)[:2] if isinstance(s, slice) else (int(s), int(s) + 1)
+        ranges.append(range(lo // size, max(lo // size + 1, -(-hi // size))))
+    return list(itertools.product(*ranges))
+
+
 def _bad_chunk(source: Any, index: tuple) -> tuple[int, ...] | None:
     """The grid position of the first chunk in ``index`` that fails to read (None if unknown)."""
     chunks = getattr(source, "chunks", None)
     if not chunks or len(chunks) != len(source.shape) or not isinstance(chunks[0], int):
         return None
-    ranges = []
-    for axis, (size, n) in enumerate(zip(chunks, source.shape)):
-        s = index[axis] if axis < len(index) else slice(None)
-        if isinstance(s, slice):
-            lo, hi, _ = s.indices(n)
-        else:
-            lo, hi = int(s), int(s) + 1
-        ranges.append(range(lo // size, max(lo // size + 1, -(-hi // size))))
-    for position in itertools.product(*ranges):
+    for position in chunk_positions(index, chunks, source.shape):
         try:
             source[tuple(slice(p * c, min((p + 1) * c, n)) for p, c, n in zip(position, chunks, source.shape))]
         except Exception:  # noqa: BLE001
