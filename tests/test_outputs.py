@@ -53,3 +53,29 @@ def test_api_refuses_an_output_inside_the_input_store(tmp_path):
         with pytest.raises(ValueError, match="inputs are never overwritten"):
             call(str(store), "placeholder-2d", out=str(store / "labels.zarr"), overwrite=True, device="cpu")
     assert digest(store) == before
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at_first_event(event):
+    raise Stop
+
+
+@pytest.mark.parametrize("call", [tiled_unet.predict, tiled_unet.segment])
+def test_a_zarr_output_is_replaced_only_once_the_new_one_is_whole(tmp_path, call):
+    """A run stopped half-way with overwrite leaves the earlier output as it was (the new one
+    is written under a temporary name); a whole run then replaces it."""
+    image = tiled_unet.synthetic.nuclei((128, 128), count=14)[0]
+    out = tmp_path / "out.zarr"
+    first = call(image, "nuclei-2d", out=str(out), device="cpu")[...]
+    before = digest(out)
+    with pytest.raises(Stop):
+        call(image * 2.0, "nuclei-2d", out=str(out), overwrite=True, device="cpu",
+             progress=stop_at_first_event)
+    assert digest(out) == before and zarr.open_array(str(out)).attrs["complete"] is True
+    second = call(image[::-1].copy(), "nuclei-2d", out=str(out), overwrite=True, device="cpu")
+    assert np.array_equal(second[...], zarr.open_array(str(out))[...])  # opened where it now lies
+    assert not np.array_equal(first, second[...])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]  # nothing temporary left

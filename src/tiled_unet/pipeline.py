@@ -25,7 +25,8 @@ from .engine.resample import resize_labels
 from .events import run_to_end
 from .instances.memory import consecutive, instances_from_probabilities
 from .instances.zarr_labels import label_zarr_iter
-from .io.arrays import create_zarr_output, open_image, scale_attrs, source_path
+from .io.arrays import (create_zarr_output, discard_zarr_output, open_image, publish_zarr_output, scale_attrs,
+                        source_path)
 from .io.layout import parse_layout
 from .io.paths import claim_output
 from .weights import resolve_model
@@ -176,10 +177,14 @@ def _resize_into(grid_labels: Any, out: Path, shape: tuple[int, ...], ndim: int,
     """Model-grid labels into a new zarr array ``out`` on the image's grid, chunk by chunk (nearest)."""
     chunks = (1,) * (len(shape) - ndim) + tuple(min(n, 256) for n in shape[len(shape) - ndim:])
     target = create_zarr_output(out, shape, chunks, grid_labels.dtype, overwrite)
-    for corner in itertools.product(*(range(0, n, c) for n, c in zip(shape, chunks))):
-        region = tuple(slice(i, min(i + c, n)) for i, c, n in zip(corner, chunks, shape))
-        target[region] = resize_labels(grid_labels, shape, region)
-    return target
+    try:
+        for corner in itertools.product(*(range(0, n, c) for n, c in zip(shape, chunks))):
+            region = tuple(slice(i, min(i + c, n)) for i, c, n in zip(corner, chunks, shape))
+            target[region] = resize_labels(grid_labels, shape, region)
+    except BaseException:
+        discard_zarr_output(out)
+        raise
+    return publish_zarr_output(target, out)
 
 
 def segment(image: Any, model: Any, *, out: Any = None, probabilities: Any = None,

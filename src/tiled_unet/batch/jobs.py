@@ -13,7 +13,7 @@ from ..io.arrays import TIFF_SUFFIXES, open_image, scale_attrs
 from ..io.layout import parse_layout
 from ..io.lock import output_lock
 from ..io.omezarr import label_path, read_ome_image, write_ome_labels
-from ..io.paths import claim_output, file_stem, is_zarr, remove
+from ..io.paths import claim_output, file_stem, is_zarr, partial_path, put_in_place, remove
 from ..io.tiff import read_tiff_meta, write_label_tiff, write_tiff
 from ..pipeline import (
     resolve_instance_config,
@@ -52,12 +52,12 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
             raise ValueError(f"label name {label_name!r} must be a plain name such as 'cells'")
         final = label_path(ome, label_name)
         locked = path.parent / f"{path.name}.labels-{label_name}"
-        partial = path.parent / f".{locked.name}.partial"
+        partial = partial_path(locked)
     elif target is None:
         raise ValueError(f"{path} is not an OME-Zarr image (no multiscales metadata) so it has no labels "
                          f"group to write into; give an output folder with -o")
     else:
-        final, locked, partial = target, target, target.parent / f".{target.name}.partial"
+        final, locked, partial = target, target, partial_path(target)
         claim_output(final, True, [path])  # never the input, whatever overwrite says; existing: skipped below
     with output_lock(locked) as lock:
         if lock.notice:
@@ -75,7 +75,7 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
 def _own_partials(partial: Path, final: Path) -> list[Path]:
     """The temporary outputs of this job (``.<name>.partial``) that exist: never anything else."""
     probs = (_probs_path(final, "tif"), _probs_path(final, "zarr"))
-    names = [partial] + [p.with_name(f".{p.name}.partial") for p in probs] + [_ours(p) for p in probs]
+    names = [partial] + [partial_path(p) for p in probs] + [_ours(p) for p in probs]
     return [p for p in names if os.path.lexists(p)]
 
 
@@ -156,14 +156,13 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
     cells = label_count(labels)
     labels.attrs.update(scale_attrs(labels.attrs.get("axes", ""), voxel))
     if keep is not None:  # first: the labels in place mark the file as done
-        _place_probabilities(keep, lambda: (remove(keep), os.replace(partial / "probabilities.zarr", keep)))
+        _place_probabilities(keep, lambda: put_in_place(partial / "probabilities.zarr", keep))
         notes.append(f"probabilities in {keep}")
     if into_ome_labels and ome is not None:
 
         write_ome_labels(ome, label_name, labels, partial, overwrite)
     else:
-        remove(final)
-        os.replace(partial / "labels.zarr", final)
+        put_in_place(partial / "labels.zarr", final)
     if keep is not None:
         _ours(keep).unlink(missing_ok=True)
     shutil.rmtree(partial, ignore_errors=True)

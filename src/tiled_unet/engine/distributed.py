@@ -19,7 +19,7 @@ from typing import Any, Generator
 import numpy as np
 
 from ..config import InferenceConfig, TileProgress
-from ..io.arrays import create_zarr_output, open_image, source_path
+from ..io.arrays import create_zarr_output, open_image, publish_zarr_output, source_path
 from ..model import UNet
 from ..weights import model_bytes, model_from_bytes, resolve_model
 from . import normalize
@@ -135,5 +135,4 @@ def predict_distributed(image: Any, model: Any, out: str | os.PathLike, client: 
     gen = predict_blocks_iter(image, net, target, plan, TileRecord(None), connect(client), cfg)
     for _ in gen:
         pass
-    target.attrs["complete"] = True
-    return target
+    return publish_zarr_output(target, out)

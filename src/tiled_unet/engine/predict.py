@@ -229,6 +229,13 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
                 yield TileProgress(done, len(tiles), f, len(frames))
         while writes:
             settle(writes.popleft())
+    except BaseException:  # failed or stopped (also a closed generator): no temporary output left
+        readers.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)
+        discard = getattr(sink, "discard", None)
+        if discard is not None:
+            discard()
+        raise
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)

@@ -3,8 +3,9 @@
 A :class:`Sink` receives each tile's probabilities as they are made (``write``, from one
 writer thread, in order) and gives the result at the end (``finish``). :func:`open_sink`
 makes one from ``predict``'s ``out``: None (a new numpy array), an array to fill, a zarr
-path (created, marked complete at the end) or any object with ``write`` and ``finish``
-(e.g. a sink that shows tiles as they come). A :class:`TileHook` (resumable and cluster
+path (written under a temporary name, renamed into place at the end) or any object with ``write`` and ``finish``
+(e.g. a sink that shows tiles as they come); a sink may also have ``discard``, called
+when the run fails or is stopped. A :class:`TileHook` (resumable and cluster
 runs: :class:`tiled_unet.engine.plan.TileRecord`) skips tiles, gives a frame's intensity
 range and hears when tiles are stored.
 """
@@ -16,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..io.arrays import create_zarr_output, is_array_like, source_path
+from ..io.arrays import create_zarr_output, discard_zarr_output, is_array_like, publish_zarr_output, source_path
 from ..io.paths import claim_output
 
 
@@ -53,16 +54,20 @@ class ArraySink:
 
 
 class ZarrSink(ArraySink):
-    """A new zarr array at ``path``; its ``complete`` attribute turns true once every tile is in."""
+    """A new zarr array for ``path``, written under a temporary name and renamed into place (its
+    ``complete`` attribute true) once every tile is in."""
 
     def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
                  overwrite: bool, attrs: dict[str, Any]):
         super().__init__(create_zarr_output(path, shape, chunks, dtype, overwrite))
+        self.path = path
         self.array.attrs.update({**attrs, "complete": False})
 
     def finish(self) -> Any:
-        self.array.attrs["complete"] = True
-        return self.array
+        return publish_zarr_output(self.array, self.path)
+
+    def discard(self) -> None:
+        discard_zarr_output(self.path)
 
 
 def open_sink(out: Any, image: Any, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,

@@ -42,7 +42,8 @@ import numpy as np
 import zarr
 
 from ..config import InstanceConfig
-from ..io.arrays import create_zarr_output, is_array_like, open_image, source_path
+from ..io.arrays import (create_zarr_output, discard_zarr_output, is_array_like, open_image,
+                         publish_zarr_output, source_path)
 from ..io.paths import within_path
 from . import _blocks as blocks
 from .memory import class_roles
@@ -101,9 +102,11 @@ def labels_blockwise(probs: Any, out: Any, *, config: InstanceConfig | None = No
         finals = {index: table.astype(dtype) for index, table in finals.items()}
         fills = labeller.holes(finals) if config.fill_holes else {}
         labeller.write(finals, fills, target)
+        return target if out_path is None else publish_zarr_output(target, out_path)
+    except BaseException:  # failed or stopped: the output stays as it was, nothing temporary left
         if out_path is not None:
-            target.attrs["complete"] = True
-        return target
+            discard_zarr_output(out_path)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

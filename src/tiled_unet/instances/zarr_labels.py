@@ -19,7 +19,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from ..config import InstanceConfig, LabelProgress
-from ..io.arrays import create_zarr_output
+from ..io.arrays import create_zarr_output, discard_zarr_output, publish_zarr_output
 from .blockwise import labels_blockwise
 
 
@@ -122,7 +122,10 @@ def label_zarr_iter(probs: Any, out: Path, config: InstanceConfig, class_names: 
                 raise OverflowError(f"frame {frame} has more cells than the {target.dtype} labels of the "
                                     f"first frame can hold; segment the frames one by one")
             copy_by_chunks(frame_labels, target, frame)
-        return target
+        return publish_zarr_output(target, out)
+    except BaseException:  # failed or stopped: the output stays as it was, nothing temporary left
+        discard_zarr_output(out)
+        raise
     finally:
         if workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)

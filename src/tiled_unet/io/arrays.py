@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import numpy as np
 import zarr
 
 from .omezarr import multiscales_of
-from .paths import claim_output
+from .paths import claim_output, partial_path, put_in_place, remove
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr", ".zip")
@@ -149,17 +148,29 @@ def source_path(image: Any) -> str | None:
 
 def create_zarr_output(path: str | os.PathLike, shape: tuple[int, ...], chunks: tuple[int, ...],
                        dtype: Any, overwrite: bool) -> Any:
-    """Create the zarr array ``predict`` writes into; refuse to replace data unless told to."""
+    """A new zarr array for the output ``path``, made at :func:`~tiled_unet.io.paths.partial_path`
+    (``path`` itself is not touched until :func:`publish_zarr_output` renames it into place);
+    refuses to replace data unless told to."""
     path = Path(path)
     claim_output(path, overwrite)
-    if path.exists():
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
     if path.suffix == ".zip":
         raise ValueError(f"cannot write into a zip store ({path}); write a zarr directory instead")
-    return zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+    staged = partial_path(path)
+    remove(staged)  # left by a run that was stopped
+    return zarr.open_array(str(staged), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+
+
+def publish_zarr_output(array: Any, path: str | os.PathLike) -> Any:
+    """Mark ``array`` (made by :func:`create_zarr_output` for ``path``) complete, rename it into
+    place (replacing an earlier output only now) and return it opened at ``path``."""
+    array.attrs["complete"] = True
+    put_in_place(partial_path(path), path)
+    return zarr.open_array(str(path), mode="r+")
+
+
+def discard_zarr_output(path: str | os.PathLike) -> None:
+    """Remove what :func:`create_zarr_output` made for ``path`` (a failed or stopped run); ``path`` stays."""
+    remove(partial_path(path))
 
 
 def scale_attrs(axes: str, voxel_size: dict[str, float] | None) -> dict[str, Any]:

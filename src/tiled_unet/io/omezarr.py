@@ -14,7 +14,7 @@ from typing import Any
 
 import zarr
 
-from .paths import claim_output
+from .paths import claim_output, put_in_place
 from .units import unit_factor
 
 
@@ -117,9 +117,7 @@ def write_ome_labels(image: OmeImage, name: str, labels: Any, scratch: Path, ove
         group.attrs.update({"ome": {"version": image.version, "image-label": source,
                                     "multiscales": [multiscale]}})
     labels_group = zarr.open_group(str(image.path / "labels"), mode="a", zarr_format=fmt)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(build, target)
+    put_in_place(build, target)
     attrs = dict(labels_group.attrs)
     if fmt == 2:
         names = list(attrs.get("labels", []))

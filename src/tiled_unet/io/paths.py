@@ -39,6 +39,25 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where a write to ``path`` goes until it is complete: ``.<name>.partial`` in the same folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def put_in_place(staged: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Rename the finished ``staged`` file or folder to ``final``. An existing ``final`` is moved
+    aside first and removed only once the new one is in place, so ``final`` always holds a whole
+    result: the old one or the new one."""
+    staged, final = Path(staged), Path(final)
+    old = final.with_name(f".{final.name}.replaced")
+    if os.path.lexists(final):
+        remove(old)
+        os.replace(final, old)
+    os.replace(staged, final)
+    remove(old)
+
+
 def claim_output(path: str | os.PathLike, overwrite: bool, inputs: Any = (), *, what: str = "output",
                  replace_hint: str = "pass overwrite=True (CLI: --overwrite) to replace it") -> Path:
     """The one check before writing ``path``: never an input, inside one or around one (whatever

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .paths import partial_path
 from .units import unit_factor
 
 GENERIC = set("QI")  # tifffile's names for axes whose meaning the file does not say
@@ -144,7 +145,7 @@ def write_tiff(path: str | os.PathLike, array: Any, axes: str, voxel_size: dict[
         options["ome"] = Path(path.name.lower()).suffixes[-2:-1] == [".ome"]
         if planar:  # pixels per centimetre
             options.update(resolution=(1e4 / sizes["X"], 1e4 / sizes["Y"]), resolutionunit="CENTIMETER")
-    partial = path.with_name(f".{path.name}.partial")
+    partial = partial_path(path)
     try:
         tifffile.imwrite(partial, np.asarray(array), **options)
         os.replace(partial, path)
