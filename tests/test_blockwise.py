@@ -84,6 +84,7 @@ CONFIGS = {
     "big-filters": InstanceConfig(min_seed_size=12, min_size=40, max_growth=2),
     "no-growth": InstanceConfig(max_growth=0, min_size=1),
     "growth-past-blocks": InstanceConfig(max_growth=9, seed_threshold=0.8),
+    "two-level-seeds": InstanceConfig(seed_threshold=0.75, seed_low_threshold=0.45, min_seed_size=2, min_size=6),
 }
 
 

@@ -127,7 +127,11 @@ class InstanceConfig:
     """How class probabilities become instance labels (see :mod:`tiled_unet.instances`).
 
     Foreground: ``1 - p(background) >= foreground_threshold``. Seeds: connected regions
-    of ``p(interior) >= seed_threshold`` with at least ``min_seed_size`` pixels. Seeds grow
+    of ``p(interior) >= seed_threshold`` with at least ``min_seed_size`` pixels. With
+    ``seed_low_threshold`` (0: off), seeds are the regions of ``p(interior) >=
+    seed_low_threshold`` instead, and such a region is split into its regions at
+    ``seed_threshold`` only where it holds two or more of at least ``max(min_seed_size,
+    min_size)`` pixels (a textured cell stays one seed, touching cells part). Seeds grow
     through the foreground one pixel layer per step for at most ``max_growth`` steps
     (a watershed on the geodesic distance to the seeds). Foreground regions that no
     seed reaches become cells of their own when ``keep_unseeded``. Cells smaller than
@@ -137,6 +141,7 @@ class InstanceConfig:
 
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.6
+    seed_low_threshold: float = 0.0
     min_seed_size: int = 8
     max_growth: int = 6
     min_size: int = 16
@@ -147,6 +152,11 @@ class InstanceConfig:
         for name in ("foreground_threshold", "seed_threshold"):
             value = getattr(self, name)
             _check(0.0 < value < 1.0, f"{name} must be between 0 and 1 (exclusive), got {value!r}")
+        low = self.seed_low_threshold
+        _check(isinstance(low, (int, float)) and not isinstance(low, bool)
+               and (low == 0 or 0.0 < low < self.seed_threshold),
+               f"seed_low_threshold must be 0 (off) or between 0 and seed_threshold "
+               f"({self.seed_threshold}), got {low!r}")
         for name in ("min_seed_size", "max_growth", "min_size"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,

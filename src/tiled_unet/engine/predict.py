@@ -122,7 +122,7 @@ def _scale_plan(source: Any, layout: Layout, net: UNet, voxel_size: Any, diamete
     def cells_of(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probs = run_to_end(predict_iter(block, net, axes="C" + layout.spatial_axes, config=probe_cfg,
                                         diameter="off"), None)
-        foreground, _ = masks(probs, net.model_config.instances, roles)
+        foreground, _, _ = masks(probs, net.model_config.instances, roles)
         return instances_from_probabilities(probs, net.model_config.instances, class_names), foreground
 
     return plan_scale(source, layout, net, voxel_size, diameter, cells_of)

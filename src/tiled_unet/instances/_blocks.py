@@ -171,18 +171,19 @@ def first_positions(codes: np.ndarray, count: int) -> np.ndarray:
 
 def seed_task(probs: Any, roles: tuple[int | None, int], config: InstanceConfig, grid: Grid,
               index: Index, seed_codes: Any, faces: dict[int, Any]) -> np.ndarray:
-    """Masks and seed components of one block.
+    """Masks and seed pieces of one block (:func:`instances.seed_pieces`).
 
-    Writes codes: k > 0 seed component k, -1 foreground without seed, 0 background.
-    Returns the pixel count of each seed component 1..n.
+    Writes codes: k > 0 seed piece k, -1 foreground outside the seed masks, 0 background.
+    Returns the pieces' table: low component, high component (-1: none; both numbered
+    0.. within the block) and pixel count.
     """
     region = grid.slices(index)
-    foreground, seed_mask = instances.masks(np.asarray(probs[(slice(None),) + region]), config, roles)
-    codes, count = label(seed_mask)
+    foreground, high, low = instances.masks(np.asarray(probs[(slice(None),) + region]), config, roles)
+    codes, table = instances.seed_pieces(high, low, label)
     codes[foreground & (codes == 0)] = -1
     seed_codes[region] = codes
     write_faces(faces, grid, index, codes)
-    return np.bincount(np.maximum(codes, 0).ravel(), minlength=count + 1)[1:]
+    return table
 
 
 def face_pairs(faces: dict[int, Any], grid: Grid, index: Index, nodes: dict[Index, np.ndarray]) -> np.ndarray:

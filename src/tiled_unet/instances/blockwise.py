@@ -46,7 +46,7 @@ from ..io.arrays import (create_zarr_output, discard_zarr_output, is_array_like,
                          publish_zarr_output, source_path)
 from ..io.paths import within_path
 from . import _blocks as blocks
-from .memory import class_roles
+from . import memory as instances
 from .tasks import Progress, TaskRunner
 
 DEFAULT_BLOCK_VOXELS = 2**24
@@ -74,7 +74,7 @@ def labels_blockwise(probs: Any, out: Any, *, config: InstanceConfig | None = No
     config = _check_config(config)
     source = _open_probs(probs)
     spatial = tuple(int(n) for n in source.shape[1:])
-    roles = class_roles(_check_class_names(class_names, source.shape[0]), source.shape[0])
+    roles = instances.class_roles(_check_class_names(class_names, source.shape[0]), source.shape[0])
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     if progress is not None and not callable(progress):
@@ -134,20 +134,32 @@ class _Labeller:
         return blocks.unique_pairs(self.runner.map(stage, blocks.face_pairs, calls))
 
     def seeds(self) -> tuple[dict, int]:
-        """Global seed IDs 1..S (0: too small) for the seed codes of every block."""
+        """Global seed IDs 1..S (0: none) for the seed codes of every block."""
         calls = [(self.source, self.roles, self.config, self.grid, i, self.codes["seeds"], self.faces["seeds"])
                  for i in self.indices]
-        sizes = self.runner.map("masks", blocks.seed_task, calls)
-        offsets = _offsets(len(s) for s in sizes)
-        nodes = {i: np.concatenate([[-1, -1], offsets[b] + np.arange(len(sizes[b]))])
-                 for b, i in enumerate(self.indices)}
-        comp = blocks.components(int(offsets[-1]), self._joins("seed faces", "seeds", nodes))
-        size = np.bincount(comp, weights=np.concatenate(sizes), minlength=int(comp.max(initial=-1)) + 1)
-        keep = size >= max(self.config.min_seed_size, 1)
-        ids = np.where(keep, np.cumsum(keep), 0)
-        tables = {i: np.concatenate([[0], ids[comp[offsets[b]:offsets[b + 1]]]]).astype(np.int64)
-                  for b, i in enumerate(self.indices)}
-        return tables, int(keep.sum())
+        tables = self.runner.map("masks", blocks.seed_task, calls)
+        pieces = _offsets(len(t) for t in tables)
+        low, n_low = self._seed_components(tables, 0, "seed faces")
+        if self.config.seed_low_threshold:
+            high, n_high = self._seed_components(tables, 1, "high seed faces")
+        else:  # one mask: the high components are the low ones
+            high, n_high = low, n_low
+        size = np.concatenate([t[:, 2] for t in tables])
+        ids, count = instances.seed_ids(low, high, size, n_low, n_high, self.config)
+        seed_ids = {i: np.concatenate([[0], ids[pieces[b]:pieces[b + 1]]]).astype(np.int64)
+                    for b, i in enumerate(self.indices)}
+        return seed_ids, count
+
+    def _seed_components(self, tables: list, column: int, stage: str) -> tuple[np.ndarray, int]:
+        """The global low (column 0) or high (column 1) component of every seed piece
+        (-1: none), and how many there are, joined across block faces."""
+        local = [t[:, column] for t in tables]
+        offsets = _offsets(int(c.max(initial=-1)) + 1 for c in local)
+        node = [np.where(c >= 0, offsets[b] + c, -1) for b, c in enumerate(local)]
+        nodes = {i: np.concatenate([[-1, -1], node[b]]) for b, i in enumerate(self.indices)}
+        comp = blocks.components(int(offsets[-1]), self._joins(stage, "seeds", nodes))
+        every = np.concatenate(node) if node else np.zeros(0, np.int64)
+        return np.where(every >= 0, comp[np.maximum(every, 0)] if len(comp) else -1, -1), int(comp.max(initial=-1)) + 1
 
     def cells(self) -> tuple[dict, int]:
         """Seeded growth and unseeded regions; final IDs for the cell codes of every block."""

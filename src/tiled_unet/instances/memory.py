@@ -6,7 +6,13 @@ neighbourhood of known radius) or a connected-component labelling; this is what 
 
 1. foreground = ``1 - p(background) >= foreground_threshold`` (pointwise)
 2. seeds = connected components (face connectivity) of ``p(interior) >= seed_threshold``
-   inside the foreground; seeds smaller than ``min_seed_size`` pixels are dropped
+   inside the foreground; seeds smaller than ``min_seed_size`` pixels are dropped. With
+   ``seed_low_threshold``: seeds are the components of the low mask ``p(interior) >=
+   seed_low_threshold`` (the *low* components), except that a low component holding two
+   or more components of the high mask (``>= seed_threshold``) of at least
+   ``max(min_seed_size, min_size)`` pixels is seeded by those instead (its other pixels
+   are grown into). Both labellings are connected components, the choice a table over
+   them (:func:`seed_ids`), so it has a blockwise form
 3. seeded growth: seeds grow through the foreground one pixel layer per step, for at
    most ``max_growth`` steps; a pixel reached by several seeds in the same step takes
    the first of its labelled neighbours in the fixed order -axis0, +axis0, -axis1, ...
@@ -44,8 +50,10 @@ def class_roles(class_names: Sequence[str], num_classes: int) -> tuple[int | Non
     return background, 1 if background == 0 else 0
 
 
-def masks(probs: np.ndarray, config: InstanceConfig, roles: tuple[int | None, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise foreground and seed masks from probabilities ``(classes, *spatial)``."""
+def masks(probs: np.ndarray, config: InstanceConfig,
+          roles: tuple[int | None, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointwise foreground, high and low seed masks from probabilities ``(classes, *spatial)``
+    (the low mask is the high one when ``seed_low_threshold`` is off)."""
     background, seed_class = roles
     probs = np.asarray(probs, dtype=np.float32)
     if background is None:
@@ -53,7 +61,54 @@ def masks(probs: np.ndarray, config: InstanceConfig, roles: tuple[int | None, in
     else:
         foreground = (1.0 - probs[background]) >= config.foreground_threshold
     seeds = foreground & (probs[seed_class] >= config.seed_threshold)
-    return foreground, seeds
+    if not config.seed_low_threshold:
+        return foreground, seeds, seeds
+    return foreground, seeds, foreground & (probs[seed_class] >= config.seed_low_threshold)
+
+
+def seed_pieces(high: np.ndarray, low: np.ndarray, label=None) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of the seed masks (``high`` inside ``low``) and their table.
+
+    Returns codes (0: outside ``low``; 1..n_high: the high components; then one code per
+    low component for its pixels outside ``high``, possibly empty) and a table
+    ``(pieces, 3)``: low component (0-based), high component (0-based, -1: none), pixels.
+    ``label``: the connected-component labelling to use (default :func:`label_components`).
+    """
+    label = label or label_components
+    high_codes, n_high = label(high)
+    if low is high:
+        size = np.bincount(high_codes.ravel(), minlength=n_high + 1)[1:]
+        index = np.arange(n_high, dtype=np.int64)
+        return high_codes, np.stack([index, index, size], axis=1)
+    low_codes, n_low = label(low)
+    low_of_high = np.zeros(n_high + 1, np.int64)
+    low_of_high[high_codes.ravel()] = low_codes.ravel()  # every high component lies in one low one
+    codes = np.where(high_codes > 0, high_codes,
+                     np.where(low_codes > 0, low_codes + n_high, 0)).astype(high_codes.dtype)
+    size = np.bincount(codes.ravel(), minlength=n_high + n_low + 1)[1:]
+    table = np.stack([np.concatenate([low_of_high[1:] - 1, np.arange(n_low)]),
+                      np.concatenate([np.arange(n_high), np.full(n_low, -1)]), size], axis=1)
+    return codes, table.astype(np.int64)
+
+
+def seed_ids(low: np.ndarray, high: np.ndarray, size: np.ndarray, n_low: int, n_high: int,
+             config: InstanceConfig) -> tuple[np.ndarray, int]:
+    """Seed ID (1..S, 0: none) of every piece, given its low and high component (-1: none)
+    and pixel count; the pieces of one component may come from several blocks."""
+    low_size = np.bincount(low, weights=size, minlength=n_low)
+    in_high = high >= 0
+    high_size = np.bincount(high[in_high], weights=size[in_high], minlength=n_high)
+    low_of_high = np.zeros(n_high, np.int64)
+    low_of_high[high[in_high]] = low[in_high]
+    big = high_size >= max(config.min_seed_size, config.min_size, 1)
+    split = np.bincount(low_of_high[big], minlength=n_low) >= 2
+    whole = ~split & (low_size >= max(config.min_seed_size, 1))
+    parts = big & split[low_of_high]
+    id_of_low = np.where(whole, np.cumsum(whole), 0)
+    id_of_high = np.where(parts, int(whole.sum()) + np.cumsum(parts), 0)
+    id_of_high = np.concatenate([id_of_high, [0]])  # high -1 (none) reads the 0 at the end
+    ids = np.where(split[low], id_of_high[high], id_of_low[low])
+    return ids.astype(np.int64), int(whole.sum() + parts.sum())
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -194,12 +249,12 @@ def instances_from_probabilities(probs: np.ndarray, config: InstanceConfig | Non
     if probs.ndim < 2:
         raise ValueError(f"probabilities must have axes (classes, *spatial), got shape {probs.shape}")
     roles = class_roles(class_names, probs.shape[0])
-    foreground, seed_mask = masks(probs, config, roles)
-    seeds, count = label_components(seed_mask)
-    if config.min_seed_size > 1 and count:
-        small = object_sizes(seeds, count) < config.min_seed_size
-        small[0] = False
-        seeds[small[seeds]] = 0
+    foreground, high, low = masks(probs, config, roles)
+    codes, table = seed_pieces(high, low)
+    n_low, n_high = int(table[:, 0].max(initial=-1)) + 1, int(table[:, 1].max(initial=-1)) + 1
+    ids, _ = seed_ids(table[:, 0], table[:, 1], table[:, 2], n_low, n_high, config)
+    seeds = np.concatenate([[0], ids])[codes]
+    del codes
     cells = grow(seeds, foreground, config.max_growth)
     if config.keep_unseeded:
         extra, n_extra = label_components(foreground & (cells == 0))
