@@ -47,3 +47,15 @@ def reference_probabilities(image: np.ndarray, net: UNet) -> np.ndarray:
 def predict_cpu(image, net, **options):
     """``tiled_unet.predict`` on the CPU in float32 (the default precision may be bf16)."""
     return predict(image, net, **{**CPU, **options})
+
+
+def two_level_probabilities() -> np.ndarray:
+    """Three-class probabilities (40, 80): left a textured cell (a p(interior) 0.5 region with two
+    small 0.9 spots), right two touching cells (one 0.5 region with two large 0.9 cores)."""
+    interior = np.zeros((40, 80), np.float32)
+    interior[5:35, 5:35] = 0.5
+    interior[10:13, 10:13] = interior[25:28, 25:28] = 0.9
+    interior[5:35, 45:75] = 0.5
+    interior[8:32, 47:58] = interior[8:32, 62:73] = 0.9
+    background = (interior == 0).astype(np.float32)
+    return np.stack([background, interior * (1 - background), (1 - interior) * (1 - background)]).astype(np.float32)

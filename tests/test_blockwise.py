@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
+from helpers import two_level_probabilities
 from tiled_unet.instances import memory as instances
 from tiled_unet.instances._blocks import Grid
 from tiled_unet.instances.blockwise import labels_blockwise
@@ -89,6 +91,17 @@ CONFIGS = {
 
 
 # --- blockwise == in memory --------------------------------------------------------------
+
+@pytest.mark.parametrize("block", [(7, 7), (40, 9), (5, 3), (64, 64)])
+def test_two_level_seeds_equal_in_memory_where_they_part_and_join(tmp_path, block):
+    probs = two_level_probabilities()
+    config = InstanceConfig(foreground_threshold=0.5, seed_threshold=0.8, seed_low_threshold=0.4,
+                            min_seed_size=1, min_size=20, max_growth=40)
+    expected = instances.instances_from_probabilities(probs, config)
+    single = instances.instances_from_probabilities(probs, dataclasses.replace(config, seed_low_threshold=0.0))
+    assert expected.max() == 3 and single.max() == 4  # the rule joins the textured cell, parts the touching ones
+    assert_same(blockwise(store(tmp_path, probs), tmp_path, config=config, block_shape=block), expected)
+
 
 @pytest.mark.parametrize("block", [(7, 7), (1, 34), (30, 1), (5, 3), (13, 11), (64, 64)])
 def test_2d_equals_in_memory_for_block_shapes(tmp_path, probs2d, block):

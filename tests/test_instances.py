@@ -7,6 +7,7 @@ import pytest
 
 from tiled_unet.config import InstanceConfig
 from tiled_unet.instances.memory import adjacent_pairs, class_roles, consecutive, grow, instances_from_probabilities
+from helpers import two_level_probabilities
 from tiled_unet.training.targets import (BOUNDARY, IGNORE, INTERIOR, TWO_CLASS_NAMES, cell_boundaries, cell_contacts,
                                 gap_targets, instance_targets, targets_for)
 
@@ -208,3 +209,27 @@ def test_instance_config_validation():
     with pytest.raises(ValueError, match="unknown keys"):
         InstanceConfig.from_dict({"min_sise": 3})
     assert InstanceConfig.from_dict(InstanceConfig(min_size=7).to_dict()) == InstanceConfig(min_size=7)
+
+
+
+def test_two_level_seeds_keep_a_textured_cell_whole_and_part_touching_cells():
+    probs = two_level_probabilities()
+    one = InstanceConfig(foreground_threshold=0.5, seed_threshold=0.8, min_seed_size=1, min_size=20, max_growth=40)
+    two = InstanceConfig(foreground_threshold=0.5, seed_threshold=0.8, seed_low_threshold=0.4, min_seed_size=1,
+                         min_size=20, max_growth=40)
+    single = instances_from_probabilities(probs, one)
+    double = instances_from_probabilities(probs, two)
+    assert len(np.unique(single[5:35, 5:35])) == 2          # one threshold: the textured cell splits in two
+    assert len(np.unique(double[5:35, 5:35])) == 1          # two levels: it stays one cell
+    assert (double[5:35, 5:35] > 0).all()
+    assert len(np.unique(double[5:35, 45:75])) == 2         # the touching cells are parted
+    assert double[20, 50] != double[20, 70]
+
+
+def test_seed_low_threshold_validation():
+    with pytest.raises(ValueError, match="seed_low_threshold must be 0 .off. or between 0 and seed_threshold"):
+        InstanceConfig(seed_threshold=0.6, seed_low_threshold=0.7)
+    with pytest.raises(ValueError, match="seed_low_threshold"):
+        InstanceConfig(seed_low_threshold=-0.1)
+    config = InstanceConfig(seed_threshold=0.7, seed_low_threshold=0.4)
+    assert InstanceConfig.from_dict(config.to_dict()) == config

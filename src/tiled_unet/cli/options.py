@@ -28,7 +28,7 @@ def default_model(image, sample_name: str | None, axes: str | None = None) -> st
 
 
 def instance_overrides(args: argparse.Namespace) -> dict:
-    names = ("foreground_threshold", "seed_threshold", "min_seed_size", "max_growth", "min_size")
+    names = ("foreground_threshold", "seed_threshold", "seed_low_threshold", "min_seed_size", "max_growth", "min_size")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.no_fill_holes:
         overrides["fill_holes"] = False

@@ -158,8 +158,8 @@ class _Labeller:
         node = [np.where(c >= 0, offsets[b] + c, -1) for b, c in enumerate(local)]
         nodes = {i: np.concatenate([[-1, -1], node[b]]) for b, i in enumerate(self.indices)}
         comp = blocks.components(int(offsets[-1]), self._joins(stage, "seeds", nodes))
-        every = np.concatenate(node) if node else np.zeros(0, np.int64)
-        return np.where(every >= 0, comp[np.maximum(every, 0)] if len(comp) else -1, -1), int(comp.max(initial=-1)) + 1
+        count = int(comp.max(initial=-1)) + 1
+        return np.concatenate([comp, [-1]])[np.concatenate(node)], count  # node -1 reads the -1 at the end
 
     def cells(self) -> tuple[dict, int]:
         """Seeded growth and unseeded regions; final IDs for the cell codes of every block."""
