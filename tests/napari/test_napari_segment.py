@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import zarr
@@ -84,6 +86,24 @@ def test_errors_are_shown_not_raised(viewer, crop2d, wait_for_worker):
     assert "axes 'YX' must name each of the 3 axes" in widget._status.value
     assert widget.worker is None
 
+
+
+def test_seed_low_threshold_reaches_the_core_and_is_checked(viewer, crop2d, wait_for_worker):
+    image, _ = crop2d
+    layer = viewer.add_image(image, name="cells")
+    widget = _widget(viewer, layer)
+    shipped = tiled_unet.load_model("nuclei-2d").model_config.instances
+    assert widget._seed_low.value == shipped.seed_low_threshold
+    widget._seed_low.value = widget._seed.value  # not below the seed threshold: refused
+    widget.run()
+    assert "seed_low_threshold must be 0 (off) or between 0 and seed_threshold" in widget._status.value
+    assert widget.worker is None
+    widget._seed.value, widget._seed_low.value = 0.8, 0.3
+    widget.run()
+    wait_for_worker(widget)
+    instances = dataclasses.replace(shipped, seed_threshold=0.8, seed_low_threshold=0.3)
+    expected = tiled_unet.segment(image, "nuclei-2d", device="cpu", instances=instances)
+    np.testing.assert_array_equal(viewer.layers["cells labels"].data, expected)
 
 
 def test_every_frame_of_a_time_series(viewer, crop2d, wait_for_worker):

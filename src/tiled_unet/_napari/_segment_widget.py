@@ -125,6 +125,10 @@ class SegmentWidget(Container):
         self._seed = FloatSpinBox(label="seed threshold", min=0.01, max=0.99, step=0.05,
                                   tooltip="cell centres (seeds) are where p(interior) reaches this probability "
                                           "(0..1); higher splits touching cells apart more often")
+        self._seed_low = FloatSpinBox(label="seed low threshold", min=0.0, max=0.98, step=0.05,
+                                      tooltip="0 = off; else seeds are regions of p(interior) above this value, "
+                                              "split at the seed threshold only into pieces of at least min "
+                                              "seed size and min cell size (textured cells stay whole)")
         self._min_seed = SpinBox(label="min seed size", min=0, max=10**7,
                                  tooltip="seeds smaller than this many pixels are dropped (fewer false splits)")
         self._growth = SpinBox(label="max growth", min=0, max=10**4,
@@ -153,7 +157,7 @@ class SegmentWidget(Container):
             w.native.setWordWrap(True)
         self.extend([self._image, self._axes, self._channel, self._model, self._model_file, self._device,
                      self._tile, self._diameter, self._precision, self._backend, self._fg, self._seed,
-                     self._min_seed, self._growth,
+                     self._seed_low, self._min_seed, self._growth,
                      self._min_size, self._keep, self._fill, self._output, self._out_path, self._overwrite,
                      self._estimate, self._run, self._cancel, self._status])
 
@@ -193,6 +197,7 @@ class SegmentWidget(Container):
             return
         cfg = net.model_config.instances
         self._fg.value, self._seed.value = cfg.foreground_threshold, cfg.seed_threshold
+        self._seed_low.value = cfg.seed_low_threshold
         self._min_seed.value, self._growth.value = cfg.min_seed_size, cfg.max_growth
         self._min_size.value, self._keep.value, self._fill.value = cfg.min_size, cfg.keep_unseeded, cfg.fill_holes
         self._fill_from_image()
@@ -237,6 +242,7 @@ class SegmentWidget(Container):
 
     def instances(self) -> InstanceConfig:
         return InstanceConfig(foreground_threshold=float(self._fg.value), seed_threshold=float(self._seed.value),
+                              seed_low_threshold=float(self._seed_low.value),
                               min_seed_size=int(self._min_seed.value), max_growth=int(self._growth.value),
                               min_size=int(self._min_size.value), keep_unseeded=bool(self._keep.value),
                               fill_holes=bool(self._fill.value))
