@@ -63,6 +63,26 @@ def test_instance_thresholds_tuned_on_the_validation_images(pairs):
     assert untuned.model_config.instances == small_model().model_config.instances
 
 
+def test_a_two_level_seed_rule_is_tuned_with_or_without_its_low_threshold(pairs):
+    """Fine-tuning a model with seed_low_threshold: the grid skips seed thresholds not above it
+    (no invalid InstanceConfig) and weighs the rule against one threshold on the validation image."""
+    import dataclasses
+
+    from tiled_unet.training.loop import SEED_THRESHOLDS, tune_instance_thresholds
+
+    init = small_model()
+    init.model_config = dataclasses.replace(
+        init.model_config, instances=dataclasses.replace(init.model_config.instances, seed_low_threshold=0.5))
+    net = train(*pairs, init=init, **FAST)
+    chosen, tuned = net.model_config.instances, net.model_config.training["tuned_instances"]
+    assert chosen.seed_low_threshold in (0.0, 0.5) and tuned["seed_low_threshold"] == chosen.seed_low_threshold
+    assert chosen.seed_low_threshold < chosen.seed_threshold in SEED_THRESHOLDS
+    image, labels = pairs[0][-1][None].astype(np.float32), pairs[1][-1]
+    grid = {"seed_threshold": SEED_THRESHOLDS, "seed_low_threshold": (0.5,)}
+    two_level, _ = tune_instance_thresholds(net, [(image, labels)], grid=grid)
+    assert two_level.seed_low_threshold == 0.5 and two_level.seed_threshold in (0.6, 0.7, 0.8)
+
+
 def test_same_seed_same_weights(pairs):
     a = train(*pairs, init=small_model(), **FAST)
     b = train(*pairs, init=small_model(), **FAST)

@@ -131,13 +131,22 @@ def tune_instance_thresholds(net: UNet, pairs: list, device: torch.device | str 
                              precision: str = "float32") -> tuple[InstanceConfig, float]:
     """The instance parameters with the best mean AP@0.5 on ``pairs`` of (image ``(C, *spatial)``,
     labels), by grid search over ``grid`` ({InstanceConfig field: values}; default: the seed and
-    foreground thresholds); other instance parameters stay the model's."""
-    grid = grid or {"seed_threshold": SEED_THRESHOLDS, "foreground_threshold": FOREGROUND_THRESHOLDS}
+    foreground thresholds, and for a model with a two-level seed rule its low threshold or none);
+    combinations that are not a valid InstanceConfig (a low seed threshold not below the seed
+    threshold) are skipped; other instance parameters stay the model's."""
+    current = net.model_config.instances
+    if grid is None:
+        grid = {"seed_threshold": SEED_THRESHOLDS, "foreground_threshold": FOREGROUND_THRESHOLDS}
+        if current.seed_low_threshold:
+            grid["seed_low_threshold"] = (0.0, current.seed_low_threshold)
     probs = _validation_probabilities(net, pairs, torch.device(device), precision)
     names = net.model_config.class_names
-    best = (-1.0, net.model_config.instances)
+    best = (-1.0, current)
     for values in itertools.product(*grid.values()):
-        config = dataclasses.replace(net.model_config.instances, **dict(zip(grid, values)))
+        try:
+            config = dataclasses.replace(current, **dict(zip(grid, values)))
+        except ValueError:
+            continue
         ap = _mean_ap(probs, pairs, config, names)
         if ap > best[0]:
             best = (ap, config)
@@ -301,6 +310,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
             instances, tuned_ap = tune_instance_thresholds(net, val_pairs, device)
             net.model_config = dataclasses.replace(net.model_config, instances=instances)
             tuned = {"seed_threshold": instances.seed_threshold,
+                     "seed_low_threshold": instances.seed_low_threshold,
                      "foreground_threshold": instances.foreground_threshold, "val_ap50": tuned_ap}
         net.model_config = dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
                                                diameter=diameter, diameter_range=diameter_range,
