@@ -242,6 +242,24 @@ def _command(argv: list[str]) -> str:
     return " ".join(["python scripts/train_builtin_models.py", *words])
 
 
+def _set_instances(parser, instances, items):
+    """``instances`` with the ``KEY=VALUE`` items of ``--instances`` (JSON values) set."""
+    fields = {f.name for f in dataclasses.fields(instances)}
+    values = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            parser.error(f"--instances {item}: unknown instance parameter {key!r}; known: {', '.join(sorted(fields))}")
+        try:
+            values[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f"--instances {item}: {value!r} is not a number or true/false")
+    try:
+        return dataclasses.replace(instances, **values)
+    except ValueError as exc:
+        parser.error(f"--instances: {exc}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=sorted(RECIPES))
@@ -265,6 +283,9 @@ def main(argv=None) -> int:
                         "this script), tune its instance parameters again, score it and write it to --out")
     parser.add_argument("--keep-instances", action="store_true", help="with --retune: keep the file's instance "
                         "parameters (no grid search); the file is scored and written again")
+    parser.add_argument("--instances", nargs="+", default=[], metavar="KEY=VALUE", help="with --retune: set "
+                        "these instance parameters (InstanceConfig fields, e.g. seed_threshold=0.6 "
+                        "seed_low_threshold=0.4; the others stay the file's) instead of the grid search")
     parser.add_argument("--init", type=Path, metavar="FILE", help="fine-tune: start from this model file's "
                         "weights (the recipe's network) instead of new ones; the recipe's schedule runs from its "
                         "start")
@@ -275,8 +296,8 @@ def main(argv=None) -> int:
     args.argv = argv
     if args.init and args.retune:
         parser.error("--init starts a training run; --retune does not train")
-    if args.keep_instances and not args.retune:
-        parser.error("--keep-instances goes with --retune")
+    if (args.keep_instances or args.instances) and not args.retune:
+        parser.error("--keep-instances and --instances go with --retune")
     if args.resume and (args.checkpoints is None or args.retune):
         parser.error("--resume needs --checkpoints DIR (the folder of the run to continue) and no --retune")
     if args.init is not None:
@@ -338,7 +359,9 @@ def main(argv=None) -> int:
     if recipe.get("rescale_to") not in (None, "range", "median"):
         parser.error(f"rescale_to must be \"range\" or \"median\", got {recipe['rescale_to']!r}")
     net.model_config = dataclasses.replace(net.model_config, rescale_to=recipe.get("rescale_to", "range"))
-    if args.keep_instances:
+    if args.instances:
+        instances, tuned_ap = _set_instances(parser, net.model_config.instances, args.instances), None
+    elif args.keep_instances:
         instances, tuned_ap = net.model_config.instances, net.model_config.training.get("tuned_ap50")
     else:
         instances, tuned_ap = tune_instances(net, tune_images, tune_labels, args.device)
