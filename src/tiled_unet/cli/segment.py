@@ -197,7 +197,7 @@ def add_segment_parser(sub) -> None:
     i.add_argument("--foreground-threshold", type=float, help="1 - p(background) >= this is foreground")
     i.add_argument("--seed-threshold", type=float, help="p(interior) >= this makes seeds")
     i.add_argument("--seed-low-threshold", type=float, help="seeds from p(interior) >= this, split at "
-                   "--seed-threshold only into pieces of at least --min-size pixels (0: off)")
+                   "--seed-threshold only into pieces of at least max(--min-seed-size, --min-size) pixels (0: off)")
     i.add_argument("--min-seed-size", type=int, help="smaller seeds are dropped (pixels)")
     i.add_argument("--max-growth", type=int, help="seeds grow at most this many pixels")
     i.add_argument("--min-size", type=int, help="smaller cells are removed (pixels)")

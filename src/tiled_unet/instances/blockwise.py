@@ -159,7 +159,8 @@ class _Labeller:
         nodes = {i: np.concatenate([[-1, -1], node[b]]) for b, i in enumerate(self.indices)}
         comp = blocks.components(int(offsets[-1]), self._joins(stage, "seeds", nodes))
         count = int(comp.max(initial=-1)) + 1
-        return np.concatenate([comp, [-1]])[np.concatenate(node)], count  # node -1 reads the -1 at the end
+        every = np.concatenate(node) if node else np.zeros(0, np.int64)
+        return np.concatenate([comp, [-1]])[every], count  # node -1 reads the -1 at the end
 
     def cells(self) -> tuple[dict, int]:
         """Seeded growth and unseeded regions; final IDs for the cell codes of every block."""
