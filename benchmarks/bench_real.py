@@ -58,8 +58,10 @@ def load(data: str, frames: list[int], rescale: float = 1.0) -> tuple[list, list
     images, labels = [images[t] for t in frames], [labels[t] for t in frames]
     if rescale != 1.0:
         zoom = (1.0,) * (images[0].ndim - 2) + (rescale, rescale)
-        images = [ndi.zoom(i.astype(np.float32), zoom, order=1) for i in images]
-        labels = [ndi.zoom(l, zoom, order=0) for l in labels]
+        # mode="nearest": the default (constant 0) can give the last row or column a zero value,
+        # a dark line that the real image does not have
+        images = [ndi.zoom(i.astype(np.float32), zoom, order=1, mode="nearest") for i in images]
+        labels = [ndi.zoom(l, zoom, order=0, mode="nearest") for l in labels]
         if voxel is not None:
             voxel = voxel[:-2] + tuple(v / rescale for v in voxel[-2:])
     return images, labels, voxel

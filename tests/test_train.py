@@ -48,7 +48,7 @@ def test_events_and_summary(pairs):
 def test_instance_thresholds_tuned_on_the_validation_images(pairs):
     from tiled_unet.training.loop import FOREGROUND_THRESHOLDS, SEED_THRESHOLDS, tune_instance_thresholds
 
-    net = train(*pairs, init=small_model(), **FAST)
+    net = train(*pairs, init=small_model(), min_tuning_cells=0, **FAST)
     tuned = net.model_config.training["tuned_instances"]
     chosen = net.model_config.instances
     assert (chosen.seed_threshold, chosen.foreground_threshold) == (tuned["seed_threshold"],
@@ -63,6 +63,22 @@ def test_instance_thresholds_tuned_on_the_validation_images(pairs):
     assert untuned.model_config.instances == small_model().model_config.instances
 
 
+def test_too_few_validation_cells_keep_the_starting_models_instance_parameters(pairs):
+    import dataclasses
+
+    init = small_model()
+    init.model_config = dataclasses.replace(
+        init.model_config, instances=dataclasses.replace(init.model_config.instances, seed_threshold=0.95,
+                                                         foreground_threshold=0.15))
+    net = train(*pairs, init=init, min_tuning_cells=11, **FAST)  # the validation image holds 10 cells
+    assert net.model_config.instances == init.model_config.instances
+    assert "cells, fewer than min_tuning_cells=11" in net.model_config.training["tuned_instances"]["skipped"]
+    tuned = train(*pairs, init=init, min_tuning_cells=0, **FAST)
+    assert tuned.model_config.instances != init.model_config.instances
+    with pytest.raises(ValueError, match="min_tuning_cells"):
+        TrainConfig(min_tuning_cells=-1)
+
+
 def test_a_two_level_seed_rule_is_tuned_with_or_without_its_low_threshold(pairs):
     """Fine-tuning a model with seed_low_threshold: the grid skips seed thresholds not above it
     (no invalid InstanceConfig) and weighs the rule against one threshold on the validation image."""
@@ -73,7 +89,7 @@ def test_a_two_level_seed_rule_is_tuned_with_or_without_its_low_threshold(pairs)
     init = small_model()
     init.model_config = dataclasses.replace(
         init.model_config, instances=dataclasses.replace(init.model_config.instances, seed_low_threshold=0.5))
-    net = train(*pairs, init=init, **FAST)
+    net = train(*pairs, init=init, min_tuning_cells=0, **FAST)
     chosen, tuned = net.model_config.instances, net.model_config.training["tuned_instances"]
     assert chosen.seed_low_threshold in (0.0, 0.5) and tuned["seed_low_threshold"] == chosen.seed_low_threshold
     assert chosen.seed_low_threshold < chosen.seed_threshold in SEED_THRESHOLDS

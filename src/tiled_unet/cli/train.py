@@ -105,4 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = net.model_config.training
     print(f"wrote {output}: {summary['epochs_run']} epochs, best validation AP@0.5 "
           f"{summary['best_val_ap50']}, {summary['seconds']} s")
+    tuned = summary.get("tuned_instances") or {}
+    if "skipped" in tuned:
+        print(f"instance thresholds not tuned: {tuned['skipped']}")
     return 0

@@ -306,7 +306,12 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         net.load_state_dict(best_state if cfg.keep == "best" else kept_state)
         net.eval()
         tuned = None
-        if cfg.tune_instances and val_pairs and finished:
+        val_cells = sum(int(np.count_nonzero(np.unique(labels))) for _, labels in val_pairs)
+        if cfg.tune_instances and val_pairs and finished and val_cells < cfg.min_tuning_cells:
+            tuned = {"skipped": f"the validation data hold {val_cells} cells, fewer than min_tuning_cells="
+                                f"{cfg.min_tuning_cells}: "
+                                f"the instance parameters are the starting model's"}
+        elif cfg.tune_instances and val_pairs and finished:
             instances, tuned_ap = tune_instance_thresholds(net, val_pairs, device)
             net.model_config = dataclasses.replace(net.model_config, instances=instances)
             tuned = {"seed_threshold": instances.seed_threshold,
