@@ -39,6 +39,7 @@ def test_short_training_writes_a_model_the_segment_widget_offers(viewer, crop2d,
     kinds = [e.kind for e in widget.events]
     assert kinds == ["step", "step", "epoch"] and all(isinstance(e, TrainProgress) for e in widget.events)
     assert "validation AP@0.5" in widget._history.value
+    assert "instance thresholds not tuned: the validation data hold" in widget._status.value  # a small crop
     assert str(path) in [value for value in segment._model.choices]
     labels = tiled_unet.segment(crop2d[0], str(path), device="cpu")
     assert labels.shape == crop2d[0].shape and labels.dtype == np.uint32

@@ -323,7 +323,9 @@ class TrainWidget(Container):
         REGISTRY.add(self._out_path)
         best = net.model_config.training.get("best_val_ap50")
         ap = "" if best is None else f", best validation AP@0.5 {best:.3f}"
-        self._status.value = f"done: saved {self._out_path}{ap}; it is in the Segment widget's model list"
+        skipped = (net.model_config.training.get("tuned_instances") or {}).get("skipped")
+        note = f"; instance thresholds not tuned: {skipped}" if skipped else ""
+        self._status.value = f"done: saved {self._out_path}{ap}; it is in the Segment widget's model list{note}"
 
     def _on_finished(self) -> None:
         if not self._status.value.startswith(("done", "error")):

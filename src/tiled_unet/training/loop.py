@@ -153,6 +153,20 @@ def tune_instance_thresholds(net: UNet, pairs: list, device: torch.device | str 
     return best[1], best[0]
 
 
+def _tune_instances(net: UNet, val_pairs: list, device: torch.device, min_cells: int) -> dict[str, Any]:
+    """Tune ``net``'s instance thresholds on ``val_pairs`` (at least ``min_cells`` cells, else they
+    are kept); returns the record stored as the training summary's ``tuned_instances``."""
+    cells = sum(int(np.count_nonzero(np.unique(labels))) for _, labels in val_pairs)
+    if cells < min_cells:
+        return {"skipped": f"the validation data hold {cells} cells, fewer than min_tuning_cells={min_cells}, so "
+                           f"the starting model's instance parameters are kept; annotate more cells (or more "
+                           f"images) to have them tuned"}
+    instances, tuned_ap = tune_instance_thresholds(net, val_pairs, device)
+    net.model_config = dataclasses.replace(net.model_config, instances=instances)
+    return {"seed_threshold": instances.seed_threshold, "seed_low_threshold": instances.seed_low_threshold,
+            "foreground_threshold": instances.foreground_threshold, "val_ap50": tuned_ap}
+
+
 def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None,
                config: TrainConfig | None = None, out: str | os.PathLike | None = None,
                checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
@@ -306,17 +320,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         net.load_state_dict(best_state if cfg.keep == "best" else kept_state)
         net.eval()
         tuned = None
-        val_cells = sum(int(np.count_nonzero(np.unique(labels))) for _, labels in val_pairs)
-        if cfg.tune_instances and val_pairs and finished and val_cells < cfg.min_tuning_cells:
-            tuned = {"skipped": f"the validation data hold {val_cells} cells, fewer than min_tuning_cells="
-                                f"{cfg.min_tuning_cells}: "
-                                f"the instance parameters are the starting model's"}
-        elif cfg.tune_instances and val_pairs and finished:
-            instances, tuned_ap = tune_instance_thresholds(net, val_pairs, device)
-            net.model_config = dataclasses.replace(net.model_config, instances=instances)
-            tuned = {"seed_threshold": instances.seed_threshold,
-                     "seed_low_threshold": instances.seed_low_threshold,
-                     "foreground_threshold": instances.foreground_threshold, "val_ap50": tuned_ap}
+        if cfg.tune_instances and val_pairs and finished:
+            tuned = _tune_instances(net, val_pairs, device, cfg.min_tuning_cells)
         net.model_config = dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
                                                diameter=diameter, diameter_range=diameter_range,
                                                training=summary(time.perf_counter() - start, tuned))
