@@ -59,7 +59,8 @@ from tiled_unet.engine.cellsize import training_diameter
 from tiled_unet.instances.memory import instances_from_probabilities
 from tiled_unet.metrics import match
 from tiled_unet.synthetic import render_nuclei, sample
-from tiled_unet.training.loop import TrainConfig, new_model, train, tune_instance_thresholds
+from tiled_unet.training.loop import TrainConfig, new_model, train
+from tiled_unet.training.validation import tune_instance_thresholds
 from tiled_unet.weights import load_model, save_model
 
 RECIPES = {

@@ -46,7 +46,7 @@ def test_events_and_summary(pairs):
 
 
 def test_instance_thresholds_tuned_on_the_validation_images(pairs):
-    from tiled_unet.training.loop import FOREGROUND_THRESHOLDS, SEED_THRESHOLDS, tune_instance_thresholds
+    from tiled_unet.training.validation import FOREGROUND_THRESHOLDS, SEED_THRESHOLDS, tune_instance_thresholds
 
     net = train(*pairs, init=small_model(), min_tuning_cells=0, **FAST)
     tuned = net.model_config.training["tuned_instances"]
@@ -79,12 +79,27 @@ def test_too_few_validation_cells_keep_the_starting_models_instance_parameters(p
         TrainConfig(min_tuning_cells=-1)
 
 
+def test_epochs_are_compared_by_validation_loss_when_there_are_too_few_cells(pairs):
+    options = dict(FAST, epochs=5, steps_per_epoch=8, learning_rate=3e-3, keep="best", tune_instances=False)
+    by_loss = train(*pairs, init=small_model(), min_tuning_cells=11, **options).model_config.training
+    history = by_loss["history"]
+    assert by_loss["selected_by"] == "validation loss"
+    assert all(h["val_loss"] > 0 and h["val_ap"] is not None for h in history)
+    assert by_loss["best_epoch"] == min(history, key=lambda h: h["val_loss"])["epoch"]
+    assert by_loss["best_val_ap50"] == history[by_loss["best_epoch"] - 1]["val_ap"]
+    by_ap = train(*pairs, init=small_model(), min_tuning_cells=0, **options).model_config.training
+    assert by_ap["selected_by"] == "validation AP@0.5"
+    assert by_ap["best_val_ap50"] == max(h["val_ap"] for h in by_ap["history"])
+    assert by_ap["best_epoch"] == next(h["epoch"] for h in by_ap["history"] if h["val_ap"] == by_ap["best_val_ap50"])
+    assert by_ap["best_epoch"] != by_loss["best_epoch"]  # here the two rules choose differently
+
+
 def test_a_two_level_seed_rule_is_tuned_with_or_without_its_low_threshold(pairs):
     """Fine-tuning a model with seed_low_threshold: the grid skips seed thresholds not above it
     (no invalid InstanceConfig) and weighs the rule against one threshold on the validation image."""
     import dataclasses
 
-    from tiled_unet.training.loop import SEED_THRESHOLDS, tune_instance_thresholds
+    from tiled_unet.training.validation import SEED_THRESHOLDS, tune_instance_thresholds
 
     init = small_model()
     init.model_config = dataclasses.replace(

@@ -33,10 +33,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--voxel-size", type=float, nargs="+", metavar="S", help="voxel size of the training data "
                    "(stored with the model; sigma uses it)")
     t.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better "
-                   "validation AP (default: 10)")
+                   "validation score (default: 10)")
     t.add_argument("--keep", choices=("best", "last"), default="best", help="the weights to write: the epoch "
-                   "with the best validation AP@0.5 (default) or the last epoch (when few validation images make "
-                   "that choice noisy)")
+                   "with the best validation AP@0.5 (the lowest validation loss when the validation images hold "
+                   "fewer than 50 cells; default) or the last epoch")
     t.add_argument("--validation-fraction", type=float, default=0.2, help="share of images held out (default 0.2)")
     t.add_argument("--checkpoints", help="folder for checkpoints (best, last, optimiser state)")
     t.add_argument("--resume", action="store_true", help="resume from the checkpoint folder")
@@ -74,7 +74,8 @@ def _print_progress(event) -> None:
               f"loss {event.loss:.4f}", end="", file=sys.stderr, flush=True)
     else:
         ap = "n/a" if event.val_ap is None else f"{event.val_ap:.3f}"
-        print(f"\repoch {event.epoch}/{event.epochs} loss {event.loss:.4f} validation AP@0.5 {ap} "
+        val_loss = "" if event.val_loss is None else f" loss {event.val_loss:.4f}"
+        print(f"\repoch {event.epoch}/{event.epochs} loss {event.loss:.4f} validation AP@0.5 {ap}{val_loss} "
               f"(best epoch {event.best_epoch}) {event.seconds:.0f} s", file=sys.stderr, flush=True)
 
 
@@ -103,8 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"\ninterrupted: {kept} is in {output}", file=sys.stderr)
         return 130
     summary = net.model_config.training
-    print(f"wrote {output}: {summary['epochs_run']} epochs, best validation AP@0.5 "
-          f"{summary['best_val_ap50']}, {summary['seconds']} s")
+    print(f"wrote {output}: {summary['epochs_run']} epochs, epoch {summary['best_epoch']} kept (chosen by "
+          f"{summary['selected_by']}; its validation AP@0.5 {summary['best_val_ap50']}), {summary['seconds']} s")
     tuned = summary.get("tuned_instances") or {}
     if "skipped" in tuned:
         print(f"instance thresholds not tuned: {tuned['skipped']}")

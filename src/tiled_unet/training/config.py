@@ -96,6 +96,7 @@ class TrainProgress:
     best_ap: float | None = None
     best_epoch: int | None = None
     seconds: float = 0.0
+    val_loss: float | None = None
 
     @property
     def fraction(self) -> float:

@@ -1,4 +1,4 @@
-"""Training on instance labels: the U-Net weighted loss, augmentation, validation by AP@0.5.
+"""Training on instance labels: the U-Net weighted loss, augmentation, the epoch kept by validation.
 
 :func:`train_iter` is a generator of :class:`TrainProgress` events (one per step and one
 per epoch) that *returns* the best model; closing it stops after the current step and
@@ -8,7 +8,6 @@ keeps the best checkpoint. :func:`train` runs it to the end.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -28,12 +27,9 @@ from ..config import (
 )
 from ..engine.cellsize import training_diameter
 from ..engine.devices import resolve_device, resolve_precision
-from ..engine.predict import predict
 from ..events import run_to_end
-from ..instances.memory import instances_from_probabilities
 from ..io.arrays import open_image
 from ..io.paths import claim_output
-from ..metrics import match
 from ..model import UNet
 from ..weights import load_model, save_model
 from .augment_device import DevicePatches
@@ -49,6 +45,7 @@ from .datasets import (
 )
 from .loss import weighted_cross_entropy
 from .targets import CLASS_NAMES, TWO_CLASS_NAMES, trainable
+from .validation import Validation, tune_instances
 
 
 def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -97,74 +94,9 @@ def _initial_model(init: Any, ndim: int, in_channels: int, voxel_size: Sequence[
     return net
 
 
-SEED_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8)
-FOREGROUND_THRESHOLDS = (0.4, 0.5, 0.6)
-
-
-def _validation_probabilities(net: UNet, pairs: list, device: torch.device,
-                              precision: str = "float32") -> list[np.ndarray]:
-
-    axes = "C" + ("YX" if net.config.ndim == 2 else "ZYX")
-    return [predict(raw, net, device=str(device), axes=axes, precision=precision, diameter="off") for raw, _ in pairs]
-
-
-def _mean_ap(probs: list[np.ndarray], pairs: list, config: InstanceConfig, class_names: Sequence[str]) -> float:
-
-    return float(np.mean([match(instances_from_probabilities(p, config, class_names), labels, 0.5).ap
-                          for p, (_, labels) in zip(probs, pairs)]))
-
-
 def _weights_on_cpu(net: UNet) -> dict[str, torch.Tensor]:
     """A CPU copy of the network's weights and buffers (a snapshot training does not change)."""
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-
-
-def _validation_ap(net: UNet, pairs: list, device: torch.device) -> float | None:
-    if not pairs:
-        return None
-    probs = _validation_probabilities(net, pairs, device)
-    return _mean_ap(probs, pairs, net.model_config.instances, net.model_config.class_names)
-
-
-def tune_instance_thresholds(net: UNet, pairs: list, device: torch.device | str = "cpu",
-                             grid: dict[str, Sequence[Any]] | None = None,
-                             precision: str = "float32") -> tuple[InstanceConfig, float]:
-    """The instance parameters with the best mean AP@0.5 on ``pairs`` of (image ``(C, *spatial)``,
-    labels), by grid search over ``grid`` ({InstanceConfig field: values}; default: the seed and
-    foreground thresholds, and for a model with a two-level seed rule its low threshold or none);
-    combinations that are not a valid InstanceConfig (a low seed threshold not below the seed
-    threshold) are skipped; other instance parameters stay the model's."""
-    current = net.model_config.instances
-    if grid is None:
-        grid = {"seed_threshold": SEED_THRESHOLDS, "foreground_threshold": FOREGROUND_THRESHOLDS}
-        if current.seed_low_threshold:
-            grid["seed_low_threshold"] = (0.0, current.seed_low_threshold)
-    probs = _validation_probabilities(net, pairs, torch.device(device), precision)
-    names = net.model_config.class_names
-    best = (-1.0, current)
-    for values in itertools.product(*grid.values()):
-        try:
-            config = dataclasses.replace(current, **dict(zip(grid, values)))
-        except ValueError:
-            continue
-        ap = _mean_ap(probs, pairs, config, names)
-        if ap > best[0]:
-            best = (ap, config)
-    return best[1], best[0]
-
-
-def _tune_instances(net: UNet, val_pairs: list, device: torch.device, min_cells: int) -> dict[str, Any]:
-    """Tune ``net``'s instance thresholds on ``val_pairs`` (at least ``min_cells`` cells, else they
-    are kept); returns the record stored as the training summary's ``tuned_instances``."""
-    cells = sum(int(np.count_nonzero(np.unique(labels))) for _, labels in val_pairs)
-    if cells < min_cells:
-        return {"skipped": f"the validation data hold {cells} cells, fewer than min_tuning_cells={min_cells}, so "
-                           f"the starting model's instance parameters are kept; annotate more cells (or more "
-                           f"images) to have them tuned"}
-    instances, tuned_ap = tune_instance_thresholds(net, val_pairs, device)
-    net.model_config = dataclasses.replace(net.model_config, instances=instances)
-    return {"seed_threshold": instances.seed_threshold, "seed_low_threshold": instances.seed_low_threshold,
-            "foreground_threshold": instances.foreground_threshold, "val_ap50": tuned_ap}
 
 
 def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None,
@@ -176,7 +108,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
 
     ``images``/``labels``: equal-length sequences of arrays or paths (TIFF, zarr), labels
     0 = background (or ``ignore_label`` = unannotated), 1..N = cells. ``options`` are
-    :class:`TrainConfig` fields. ``out``: the final model file (best validation AP).
+    :class:`TrainConfig` fields. ``out``: the final model file (the best validation epoch: :mod:`.validation`).
     ``provenance``: JSON-able entries (how the data were made, the command line) added to the
     training summary of the final model and of the checkpoint model files.
     """
@@ -219,11 +151,13 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                          + "): there is nothing to learn; give label images in which each cell has its own "
                            "non-zero ID")
     train_pairs, val_pairs = split_validation(pairs, cfg.validation_fraction)
-    examples: list[Example] = prepare_all(train_pairs, net.model_config, rng=rng, w0=cfg.w0, sigma=cfg.sigma,
-                                          boundary_width=cfg.boundary_width, ignore_label=cfg.ignore_label,
-                                          spacing=voxel_size or None)
+    prepare_options = dict(w0=cfg.w0, sigma=cfg.sigma, boundary_width=cfg.boundary_width,
+                           ignore_label=cfg.ignore_label, spacing=voxel_size or None)
+    examples: list[Example] = prepare_all(train_pairs, net.model_config, rng=rng, **prepare_options)
+    val_examples = prepare_all(val_pairs, net.model_config, rng=np.random.default_rng(0), **prepare_options)
     if cfg.ignore_label is not None:
         val_pairs = [(i, np.where(l == cfg.ignore_label, 0, l)) for i, l in val_pairs]
+    validation = Validation(val_pairs, val_examples, cfg.min_tuning_cells)
     geometry = net.geometry
     if cfg.patch_shape and len(cfg.patch_shape) != ndim:
         raise ValueError(f"patch_shape (CLI --patch) has {len(cfg.patch_shape)} sizes {tuple(cfg.patch_shape)}, but "
@@ -238,13 +172,15 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         net.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    state = {"epoch": 0, "best_ap": -1.0, "best_epoch": 0, "history": []}
+    state = {"epoch": 0, "best_score": -math.inf, "best_ap": None, "best_epoch": 0, "history": []}
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         if resume:
 
             state, rng = load_checkpoint(ckpt, net, optimizer, device)
+            if "best_score" not in state:  # a checkpoint from before the validation loss: its best_ap was the score
+                state["best_score"] = state["best_ap"]
     kept_state = _weights_on_cpu(net)
     best_state = kept_state
     if ckpt is not None and resume:  # the best weights so far are in best.safetensors, not the last ones
@@ -255,9 +191,12 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
     diameter, diameter_range = training_diameter(
         [l if cfg.ignore_label is None else np.where(l == cfg.ignore_label, 0, l) for _, l in pairs])
 
+    selected_by = ("training loss" if not val_pairs else "validation loss" if validation.by_loss
+                   else "validation AP@0.5")
+
     def summary(seconds: float, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-                "best_val_ap50": state["best_ap"] if val_pairs else None,
+                "best_val_ap50": state["best_ap"], "selected_by": selected_by,
                 "train_images": len(train_pairs), "val_images": len(val_pairs),
                 "patch_input_shape": list(input_shape), "seconds": round(seconds, 1),
                 "config": cfg.to_dict(), "history": list(state["history"]), "tuned_instances": tuned,
@@ -291,15 +230,18 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                 losses.append(float(loss.detach()))
                 yield TrainProgress("step", epoch, cfg.epochs, step, cfg.steps_per_epoch, losses[-1],
                                     seconds=time.perf_counter() - start)
-            val_ap = _validation_ap(net, val_pairs, device)
-            score = val_ap if val_ap is not None else -float(np.mean(losses))
-            if score > state["best_ap"]:
-                state["best_ap"], state["best_epoch"] = score, epoch
+            val_ap, val_loss = validation.measure(net, device)
+            score = validation.score(val_ap, val_loss)
+            if score is None:
+                score = -float(np.mean(losses))
+            if score > state["best_score"]:
+                state["best_score"], state["best_ap"], state["best_epoch"] = score, val_ap, epoch
                 best_state = _weights_on_cpu(net)
             if cfg.keep == "last":
                 kept_state = _weights_on_cpu(net)
             state["epoch"] = epoch
-            state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ap": val_ap})
+            state["history"].append({"epoch": epoch, "loss": float(np.mean(losses)), "val_ap": val_ap,
+                                     "val_loss": val_loss})
             if ckpt is not None:
 
                 so_far = summary(time.perf_counter() - start)
@@ -309,8 +251,8 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                                                             training=dict(so_far, checkpoint=which))
                                  for which in ("last", "best")})
             yield TrainProgress("epoch", epoch, cfg.epochs, cfg.steps_per_epoch, cfg.steps_per_epoch,
-                                float(np.mean(losses)), val_ap, state["best_ap"] if val_ap is not None else None,
-                                state["best_epoch"], time.perf_counter() - start)
+                                float(np.mean(losses)), val_ap, state["best_ap"], state["best_epoch"],
+                                time.perf_counter() - start, val_loss)
             if epoch - state["best_epoch"] >= cfg.patience:
                 break
         finished = True
@@ -321,7 +263,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         net.eval()
         tuned = None
         if cfg.tune_instances and val_pairs and finished:
-            tuned = _tune_instances(net, val_pairs, device, cfg.min_tuning_cells)
+            tuned = tune_instances(net, val_pairs, device, cfg.min_tuning_cells)
         net.model_config = dataclasses.replace(net.model_config, name=name, voxel_size=voxel_size_out,
                                                diameter=diameter, diameter_range=diameter_range,
                                                training=summary(time.perf_counter() - start, tuned))
@@ -332,7 +274,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
 
 
 #: the training summary's own entries, which ``provenance`` may not replace
-SUMMARY_KEYS = ("epochs_run", "best_epoch", "best_val_ap50", "train_images", "val_images", "patch_input_shape",
+SUMMARY_KEYS = ("epochs_run", "best_epoch", "best_val_ap50", "selected_by", "train_images", "val_images", "patch_input_shape",
                 "seconds", "config", "history", "tuned_instances", "checkpoint")
 
 
