@@ -28,7 +28,7 @@ from .instances.zarr_labels import label_zarr_iter
 from .io.arrays import (create_zarr_output, discard_zarr_output, open_image, publish_zarr_output, scale_attrs,
                         source_path)
 from .io.layout import parse_layout
-from .io.paths import claim_output
+from .io.paths import claim_output, probabilities_path
 from .weights import resolve_model
 
 INSTANCE_OPTIONS = tuple(f.name for f in dataclasses.fields(InstanceConfig))
@@ -64,7 +64,7 @@ def segment_iter(image: Any, model: Any, *, out: Any = None, probabilities: Any 
     net = resolve_model(model)
     config = resolve_instance_config(net.model_config.instances, instances)
     if out is None:
-        if probabilities is not None:
+        if probabilities not in (None, False):
             raise ValueError("probabilities= keeps the class probabilities of a zarr-to-zarr run; "
                              "in memory (out=None) use tiled_unet.predict for them")
         labels, _ = yield from segment_in_memory(image, net, config, axes, options)
@@ -127,6 +127,13 @@ def _segment_to_zarr(image, net, out, probabilities, config, overwrite, block_sh
     out = Path(out)
     src = source_path(image)
     claim_output(out, overwrite, [src])
+    if probabilities is True:
+        probabilities = probabilities_path(out)
+    elif probabilities is False:
+        probabilities = None
+    elif probabilities is not None and not isinstance(probabilities, (str, os.PathLike)):
+        raise TypeError(f"probabilities must be a zarr path, True (next to out: {probabilities_path(out).name}) "
+                        f"or None, got {type(probabilities).__name__}")
     if probabilities is not None:
         claim_output(probabilities, overwrite, [src], what="probabilities")
         if Path(probabilities).resolve() == out.resolve():
@@ -193,8 +200,9 @@ def segment(image: Any, model: Any, *, out: Any = None, probabilities: Any = Non
     """Instance labels (0 = background, 1..N = cells) of ``image`` with ``model``.
 
     ``out=None``: in memory, returns a numpy array. ``out`` a zarr path: probabilities
-    are predicted to ``probabilities`` (a zarr path, kept) or to a temporary zarr next to
-    ``out`` (removed), labels are made block by block into ``out``; returns that zarr
+    are predicted to ``probabilities`` (a zarr path, kept; ``True``: ``<name>_probabilities.zarr``
+    beside ``out``, as ``segment_files`` names them) or to a temporary zarr next to ``out``
+    (removed), labels are made block by block into ``out``; returns that zarr
     array. ``instances``: an :class:`InstanceConfig` or a dict overriding the model's
     stored instance parameters. ``progress`` receives :class:`TileProgress` and
     :class:`LabelProgress` events. Other options: those of :func:`tiled_unet.predict`

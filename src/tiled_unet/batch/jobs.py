@@ -13,7 +13,7 @@ from ..io.arrays import TIFF_SUFFIXES, open_image, scale_attrs
 from ..io.layout import parse_layout
 from ..io.lock import output_lock
 from ..io.omezarr import label_path, read_ome_image, write_ome_labels
-from ..io.paths import claim_output, file_stem, is_zarr, partial_path, put_in_place, remove
+from ..io.paths import claim_output, file_stem, is_zarr, partial_path, probabilities_path, put_in_place, remove
 from ..io.tiff import read_tiff_meta, write_label_tiff, write_tiff
 from ..pipeline import (
     resolve_instance_config,
@@ -74,7 +74,7 @@ def run_file(path: Path, target: Path | None, fmt: str, models: Any, *, overwrit
 
 def _own_partials(partial: Path, final: Path) -> list[Path]:
     """The temporary outputs of this job (``.<name>.partial``) that exist: never anything else."""
-    probs = (_probs_path(final, "tif"), _probs_path(final, "zarr"))
+    probs = (probabilities_path(final, "tif"), probabilities_path(final, "zarr"))
     names = [partial] + [partial_path(p) for p in probs] + [_ours(p) for p in probs]
     return [p for p in names if os.path.lexists(p)]
 
@@ -98,7 +98,7 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
     """The job of :func:`run_file` once its output is locked and not skipped."""
     keep = None
     if probabilities:  # a side output: the same rules as the labels, checked before any work
-        keep = (_probs_path(final, "tif" if fmt == "tif" else "zarr") if not (into_ome_labels and ome is not None)
+        keep = (probabilities_path(final, "tif" if fmt == "tif" else "zarr") if not (into_ome_labels and ome is not None)
                 else path.parent / f"{file_stem(path)}_{label_name}_probabilities.zarr")
         claim_output(keep, overwrite or _ours(keep).exists(), [path], what="probabilities output",
                      replace_hint="pass --overwrite (overwrite=True) to replace it")
@@ -167,11 +167,6 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
         _ours(keep).unlink(missing_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
     return os.fspath(final), "done", cells, "; ".join(notes)
-
-
-def _probs_path(final: Path, suffix: str) -> Path:
-    base = file_stem(final)
-    return final.parent / f"{base[:-len('_labels')] if base.endswith('_labels') else base}_probabilities.{suffix}"
 
 
 def _spatial(voxel: dict, ndim: int) -> tuple[float, ...] | None:

@@ -25,6 +25,13 @@ def file_stem(path: Path) -> str:
     return path.stem
 
 
+def probabilities_path(labels: str | os.PathLike, suffix: str = "zarr") -> Path:
+    """The default side output for the probabilities of ``labels``: ``a_labels.zarr`` -> ``a_probabilities.zarr``."""
+    labels = Path(labels)
+    base = file_stem(labels)
+    return labels.parent / f"{base[:-len('_labels')] if base.endswith('_labels') else base}_probabilities.{suffix}"
+
+
 def within_path(inner: str | os.PathLike, outer: str | os.PathLike) -> bool:
     """True if ``inner`` is ``outer`` or lies inside it (replacing ``outer`` would delete it)."""
     inner, outer = os.path.realpath(inner), os.path.realpath(outer)
