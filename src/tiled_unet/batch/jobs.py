@@ -126,7 +126,7 @@ def _job(path: Path, final: Path, partial: Path, ome: Any, fmt: str, models: Any
         voxel = dict(zip(names, (float(v) for v in voxel_size)))
     final.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "tif" and not (into_ome_labels and ome is not None):
-        cells, message = yield from _tiff_job(path, final, net, axes, voxel, keep, instances, options)
+        cells, message = yield from _tiff_job(source, final, net, axes, voxel, keep, instances, options)
         return os.fspath(final), "done", cells, message
 
     config = resolve_instance_config(net.model_config.instances, instances)
@@ -180,15 +180,13 @@ def scale_note(options: dict) -> str:
     return f"cell diameter {diameter:.1f}" if isinstance(diameter, float) else "voxel size"
 
 
-def _tiff_job(path: Path, final: Path, net: Any, axes: str | None, voxel: dict, keep: Path | None,
+def _tiff_job(source: Any, final: Path, net: Any, axes: str | None, voxel: dict, keep: Path | None,
               instances: Any, options: dict) -> Generator[Any, None, tuple[int, str]]:
-    """In memory: probabilities (kept at ``keep`` unless None), labels per frame, label TIFF
-    (same axes and voxel size)."""
-
-    source = open_image(path)
+    """In memory, from the opened input ``source``: probabilities (kept at ``keep`` unless None),
+    labels per frame, label TIFF (same axes and voxel size)."""
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
     config = resolve_instance_config(net.model_config.instances, instances)
-    labels, probs = yield from segment_in_memory(path, net, config, layout.axes,
+    labels, probs = yield from segment_in_memory(source, net, config, layout.axes,
                                                  dict(options, voxel_size=_spatial(voxel, net.config.ndim)))
     sizes = {a: v for a, v in voxel.items() if a in layout.spatial_axes}
     message = ""

@@ -126,9 +126,10 @@ def _check_jobs(args: argparse.Namespace, model: Any, options: dict) -> None:
         if job.error:
             continue
         try:
-            net = models.choose(args.axes, open_image(job.path).shape)
+            source = open_image(job.path)
+            net = models.choose(args.axes, source.shape)
             tiff_out = job_format(job.path, out, single, args.format) == "tif"
-            check_job(job.path, net, axes=args.axes, in_memory=tiff_out, yes=args.yes, options=options,
+            check_job(source, net, axes=args.axes, in_memory=tiff_out, yes=args.yes, options=options,
                       what=input_label(job.path))
         except JobRefused:
             raise
