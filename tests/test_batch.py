@@ -171,3 +171,29 @@ def test_label_tiff_kinds_keep_axes_and_voxel_size(tmp_path):
     assert np.array_equal(tifffile.imread(tmp_path / "ome.tif"), many)
     assert write_label_tiff(tmp_path / "odd.tif", many[:, :4, :4], "QYX") == "plain"
     assert read_tiff_meta(tmp_path / "odd.tif").shape == (2, 4, 4)
+
+
+def test_batch_and_inference_configs_equal_their_keywords(tmp_path, images):
+    from tiled_unet import InferenceConfig
+    from tiled_unet.batch import BatchConfig
+
+    src = tmp_path / "in" / "sub"
+    src.mkdir(parents=True)
+    tifffile.imwrite(src / "a.tif", images[0])
+    by_keywords = segment_files([tmp_path / "in"], tmp_path / "kw", M2, recursive=True, output_format="zarr",
+                                device="cpu", tile_shape=(64, 64))
+    by_configs = segment_files([tmp_path / "in"], tmp_path / "cfg", M2, batch=BatchConfig(recursive=True,
+                               output_format="zarr"), config=InferenceConfig(device="cpu", tile_shape=(64, 64)))
+    assert [r.status for r in by_keywords] == [r.status for r in by_configs] == ["done"]
+    assert by_configs[0].output.endswith(os.path.join("cfg", "sub", "a_labels.zarr"))
+    np.testing.assert_array_equal(zarr.open_array(by_keywords[0].output, mode="r")[...],
+                                  zarr.open_array(by_configs[0].output, mode="r")[...])
+    with pytest.raises(TypeError, match="give either config= or the options \\['recursive'\\], not both"):
+        segment_files([tmp_path / "in"], tmp_path / "x", M2, batch=BatchConfig(), recursive=True)
+    with pytest.raises(TypeError, match="give either config= or the options \\['device'\\], not both"):
+        segment_files([tmp_path / "in"], tmp_path / "x", M2, config=InferenceConfig(), device="cpu")
+    with pytest.raises(TypeError, match="probabilities must be True or False.*give probabilities=True"):
+        BatchConfig(probabilities="probs.zarr")
+    with pytest.raises(ValueError, match="output_format must be one of"):
+        BatchConfig(output_format="png")
+    assert not (tmp_path / "x").exists()

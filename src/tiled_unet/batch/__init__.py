@@ -1,6 +1,7 @@
 """Many files: finding inputs, one job per file, resumable runs."""
 
 from .files import (
+           BatchConfig,
            FileResult,
            FileStarted,
            find_inputs,
@@ -10,5 +11,5 @@ from .files import (
 )
 from .resume import Notice
 
-__all__ = ["FileResult", "FileStarted", "Notice", "find_inputs", "format_summary", "segment_files",
+__all__ = ["BatchConfig", "FileResult", "FileStarted", "Notice", "find_inputs", "format_summary", "segment_files",
            "segment_files_iter"]

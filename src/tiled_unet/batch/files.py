@@ -11,6 +11,7 @@ resumes a killed run (:mod:`tiled_unet.resume`).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generator, Sequence
 
+from ..config import InferenceConfig, config_or_options
 from ..engine.distributed import connect
 from ..events import run_to_end
 from ..io.arrays import TIFF_SUFFIXES
@@ -27,10 +29,46 @@ from ..weights import builtin_models, resolve_model
 from .jobs import run_file
 from .resume import Notice
 
-__all__ = ["FileResult", "FileStarted", "Notice", "find_inputs", "format_summary", "segment_files",
+__all__ = ["BatchConfig", "FileResult", "FileStarted", "Notice", "find_inputs", "format_summary", "segment_files",
            "segment_files_iter"]
 
 FORMATS = ("tif", "zarr")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """What :func:`segment_files` does with the files (the engine's options are those of
+    :func:`tiled_unet.predict`, or its ``config=`` :class:`~tiled_unet.InferenceConfig`).
+
+    ``recursive``: search sub-folders; ``overwrite``: redo existing outputs; ``probabilities``:
+    keep them as ``<name>_probabilities.*``; ``into_ome_labels``: write ``labels/<label_name>``
+    inside an OME-Zarr input; ``output_format``: "tif", "zarr" or None (by input); ``instances``:
+    an InstanceConfig or dict of overrides; ``block_shape``: labelling blocks; ``axes`` /
+    ``voxel_size`` (spatial axes, micrometres): override what the files say.
+    """
+
+    recursive: bool = False
+    overwrite: bool = False
+    probabilities: bool = False
+    into_ome_labels: bool = False
+    label_name: str = "tiled-unet"
+    output_format: str | None = None
+    instances: Any = None
+    block_shape: tuple[int, ...] | None = None
+    axes: str | None = None
+    voxel_size: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.output_format is not None and self.output_format not in FORMATS:
+            raise ValueError(f"output_format must be one of {FORMATS} or None, got {self.output_format!r}")
+        for name in ("recursive", "overwrite", "probabilities", "into_ome_labels"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}"
+                                + ("; segment_files names kept probabilities itself: give probabilities=True"
+                                   if name == "probabilities" else ""))
+
+
+BATCH_OPTIONS = frozenset(f.name for f in dataclasses.fields(BatchConfig))
 
 
 @dataclass(frozen=True)
@@ -180,26 +218,22 @@ class ModelChoice:
 
 def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
                        output: str | os.PathLike | None = None, model: Any = None, *,
-                       recursive: bool = False, overwrite: bool = False, probabilities: bool = False,
-                       into_ome_labels: bool = False, label_name: str = "tiled-unet",
-                       output_format: str | None = None, scheduler: Any = None, instances: Any = None,
-                       block_shape: tuple[int, ...] | None = None, axes: str | None = None,
-                       voxel_size: Sequence[float] | None = None, client: Any = None,
-                       **predict_options: Any) -> Generator[Any, None, list[FileResult]]:
+                       batch: BatchConfig | None = None, scheduler: Any = None, client: Any = None,
+                       **options: Any) -> Generator[Any, None, list[FileResult]]:
     """Segment every input; yields :class:`FileStarted`, the engine's progress events,
     :class:`Notice` and one :class:`FileResult` per file; returns the results.
 
     ``model``: a model (name, file or :class:`UNet`), a list of one 2-D and one 3-D model
     (each file gets the one matching its axes), or None (built-in nuclei-2d / nuclei-3d).
-    ``axes`` / ``voxel_size`` (spatial axes, micrometres) override what the files say.
+    ``batch``: a :class:`BatchConfig`, or its fields as keywords (not both).
     ``scheduler`` (or ``client``): a ``dask.distributed.Client`` or scheduler address runs the
     zarr jobs on that cluster; a dask scheduler name ("threads", ...) only labels with it.
     Other options: those of :func:`tiled_unet.predict` (``tile_shape``, ``device``, ...).
     """
-    if output_format is not None and output_format not in FORMATS:
-        raise ValueError(f"output_format must be one of {FORMATS} or None, got {output_format!r}")
-
-    jobs = find_inputs(inputs, recursive, output)
+    cfg = config_or_options(BatchConfig, batch, {k: v for k, v in options.items() if k in BATCH_OPTIONS},
+                            "segment_files")
+    predict_options = _engine_options({k: v for k, v in options.items() if k not in BATCH_OPTIONS})
+    jobs = find_inputs(inputs, cfg.recursive, output)
     out = Path(output) if output is not None else None
     single = single_output(jobs, out)
     if out is not None and not single and out.suffix.lower() in TIFF_SUFFIXES:
@@ -216,16 +250,24 @@ def segment_files_iter(inputs: Sequence[str | os.PathLike] | str | os.PathLike,
         own_client = isinstance(scheduler, str)  # connected here from an address: closed here
         client, scheduler = connect(scheduler), None
     try:
-        return (yield from _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwrite,
-                                     probabilities, label_name, scheduler, client, instances, block_shape,
-                                     predict_options, axes, voxel_size))
+        return (yield from _run_jobs(jobs, out, single, models, cfg, scheduler, client, predict_options))
     finally:
         if own_client:
             client.close()
 
 
-def _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwrite, probabilities,
-              label_name, scheduler, client, instances, block_shape, predict_options, axes, voxel_size):
+def _engine_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a ``config=`` :class:`InferenceConfig` spread into its fields (giving both
+    the config and some of its fields is an error), as each job reads them by name."""
+    inference = options.pop("config", None)
+    if inference is None:
+        return options
+    fields = [f.name for f in dataclasses.fields(InferenceConfig)]
+    config_or_options(InferenceConfig, inference, {k: options[k] for k in fields if k in options}, "segment_files")
+    return {**options, **{name: getattr(inference, name) for name in fields}}
+
+
+def _run_jobs(jobs, out, single, models, cfg: BatchConfig, scheduler, client, predict_options):
 
     results: list[FileResult] = []
     seen: dict[Path, Path] = {}
@@ -236,19 +278,19 @@ def _run_jobs(jobs, out, single, output_format, into_ome_labels, models, overwri
         try:
             if job.error:
                 raise ValueError(job.error)
-            fmt = job_format(job.path, out, single, output_format)
-            target = None if into_ome_labels and out is None and is_zarr(job.path) else _target(
+            fmt = job_format(job.path, out, single, cfg.output_format)
+            target = None if cfg.into_ome_labels and out is None and is_zarr(job.path) else _target(
                 job, out, single, fmt)
             if target is not None:
                 key = target.resolve()
                 if key in seen:
                     raise ValueError(f"{seen[key]} already writes {target}; rename one of the inputs")
                 seen[key] = job.path
-            result = yield from run_file(job.path, target, fmt, models, overwrite=overwrite,
-                                         probabilities=probabilities, into_ome_labels=into_ome_labels,
-                                         label_name=label_name, scheduler=scheduler, client=client,
-                                         instances=instances, block_shape=block_shape, options=predict_options,
-                                         axes=axes, voxel_size=voxel_size)
+            result = yield from run_file(job.path, target, fmt, models, overwrite=cfg.overwrite,
+                                         probabilities=cfg.probabilities, into_ome_labels=cfg.into_ome_labels,
+                                         label_name=cfg.label_name, scheduler=scheduler, client=client,
+                                         instances=cfg.instances, block_shape=cfg.block_shape,
+                                         options=predict_options, axes=cfg.axes, voxel_size=cfg.voxel_size)
             result = FileResult(os.fspath(job.path), result[0], result[1], result[2],
                                 time.perf_counter() - start, result[3])
         except (KeyboardInterrupt, GeneratorExit):
