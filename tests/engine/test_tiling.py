@@ -25,7 +25,7 @@ from tiled_unet.engine.tiling import (
     tile_grid_shape,
 )
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "tiled_unet"
+SRC = Path(__file__).resolve().parents[2] / "src" / "tiled_unet"
 
 
 @st.composite
@@ -214,7 +214,7 @@ def test_tiling_module_imports_only_numpy_and_stdlib():
     assert roots - {"numpy", "__future__"} <= set(sys.stdlib_module_names)
 
 
-SOURCE = Path(__file__).resolve().parents[1] / "src" / "tiled_unet"
+SOURCE = Path(__file__).resolve().parents[2] / "src" / "tiled_unet"
 CORE_MODULES = ["tiled_unet"] + sorted(m.name for m in pkgutil.walk_packages(tiled_unet.__path__, "tiled_unet.")
                                        if not m.name.startswith("tiled_unet._napari"))
 

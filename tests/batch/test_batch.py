@@ -21,7 +21,7 @@ from tiled_unet.io.tiff import read_tiff_meta
 M2 = "nuclei-2d"
 M3 = "nuclei-3d"
 FAST = ["--device", "cpu", "--precision", "float32"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
