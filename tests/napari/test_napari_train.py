@@ -111,3 +111,22 @@ def test_two_class_model_is_offered_and_previewed_with_gap_targets(viewer, crop2
     three_class = weight_map(truth, instance_targets(truth, 2), 3, w0=widget._w0.value, sigma=widget._sigma.value)
     np.testing.assert_allclose(weights, expected, rtol=1e-6)
     assert not np.allclose(weights, three_class)
+
+
+def test_the_starting_model_file_is_never_replaced_even_with_overwrite(viewer, crop2d, tmp_path):
+    from tiled_unet._napari._models import REGISTRY
+    from tiled_unet.training.loop import new_model
+    from tiled_unet.weights import save_model
+
+    start = tmp_path / "start.safetensors"
+    save_model(new_model(2, depth=2, base_channels=4), start)
+    before = start.read_bytes()
+    value = REGISTRY.add(start)
+    widget = _widget(viewer, crop2d, tmp_path, epochs=1)
+    widget._init.value = value
+    widget._out.value = start
+    widget._overwrite.value = True
+    widget.run()
+    assert widget.worker is None
+    assert "is, contains or lies inside the input" in widget._status.value, widget._status.value
+    assert start.read_bytes() == before

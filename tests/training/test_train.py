@@ -352,3 +352,15 @@ def test_an_exception_in_progress_closes_the_generator_first():
         finally:
             order.append("raised")
     assert order == ["closed", "raised"]
+
+
+def test_the_starting_model_file_is_an_input_never_replaced(pairs, tmp_path):
+    from tiled_unet.weights import save_model
+
+    start = tmp_path / "start.safetensors"
+    save_model(small_model(), start)
+    before = start.read_bytes()
+    for out, checkpoints in ((start, None), (tmp_path / "new.safetensors", start)):
+        with pytest.raises(ValueError, match="is, contains or lies inside the input"):
+            train(*pairs, init=str(start), out=out, checkpoint_dir=checkpoints, overwrite=True, **FAST)
+    assert start.read_bytes() == before and not (tmp_path / "new.safetensors").exists()

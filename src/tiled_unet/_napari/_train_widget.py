@@ -23,7 +23,7 @@ from magicgui.widgets import (
 
 from ..io.paths import claim_output
 from ..training.config import TrainProgress
-from ..training.loop import train_iter
+from ..training.loop import train_iter, training_inputs
 from ..training.loss import weight_map
 from ..training.targets import CLASS_NAMES, targets_for, trainable
 from ._common import layer_data, start_worker
@@ -284,10 +284,10 @@ class TrainWidget(Container):
         out = Path(out)
         if out.suffix != ".safetensors":
             out = out.with_suffix(".safetensors")
-        claim_output(out, self._overwrite.value, what="model file",
+        init = None if self._init.value == NEW_MODEL else self._init.value
+        claim_output(out, self._overwrite.value, training_inputs((), (), init), what="model file",
                      replace_hint="tick 'overwrite an existing model file'")
         images, labels, voxel_size, ignore_label = self._training_data()
-        init = None if self._init.value == NEW_MODEL else self._init.value
         ndim = labels[0].ndim
         patch = () if self._patch.value == 0 else (int(self._patch.value),) * ndim
         gen = train_iter(images, labels, init=init, out=out, overwrite=True, name=self._name.value or "custom",

@@ -94,6 +94,11 @@ def _initial_model(init: Any, ndim: int, in_channels: int, voxel_size: Sequence[
     return net
 
 
+def training_inputs(images: Sequence[Any], labels: Sequence[Any], init: Any = None) -> list[str | os.PathLike]:
+    """The files training reads (images, labels and the starting model's file): outputs never replace them."""
+    return [p for p in (*images, *labels, init) if isinstance(p, (str, os.PathLike)) and os.path.exists(p)]
+
+
 def _weights_on_cpu(net: UNet) -> dict[str, torch.Tensor]:
     """A CPU copy of the network's weights and buffers (a snapshot training does not change)."""
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -119,9 +124,9 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
         raise ValueError(f"need the same positive number of images and label images, got {len(images)} and "
                          f"{len(labels)}")
     _check_provenance(provenance)
+    inputs = training_inputs(images, labels, init)
     if out is not None:
-        claim_output(out, overwrite, [p for p in (*images, *labels) if isinstance(p, (str, os.PathLike))],
-                     what="model file")
+        claim_output(out, overwrite, inputs, what="model file")
 
     if checkpoint_dir is not None and not resume:
         held = [name for name in CHECKPOINT_FILES if (Path(checkpoint_dir) / name).exists()]
@@ -130,8 +135,7 @@ def train_iter(images: Sequence[Any], labels: Sequence[Any], *, init: Any = None
                                   f"({', '.join(held)}) of another run; pass resume=True (CLI: --resume) to "
                                   f"continue it, overwrite=True (--overwrite) to replace them, or choose "
                                   f"another folder")
-        claim_output(checkpoint_dir, True, [p for p in (*images, *labels) if isinstance(p, (str, os.PathLike))],
-                     what="checkpoint folder")
+        claim_output(checkpoint_dir, True, inputs, what="checkpoint folder")
 
     spatial_ndim = open_image(labels[0]).ndim
     image_shape = open_image(images[0]).shape
