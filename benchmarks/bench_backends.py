@@ -5,10 +5,14 @@ each row in a fresh process, as a user runs it (defaults: precision "auto", auto
 cell size, CPU):
 
   raw torch     the PyTorch forward alone on one tile of the engine's input shape,
-                warm, bf16 autocast + channels-last as the engine: the forward limit
+                warm, bf16 autocast + channels-last + BatchNorm folded, as the engine runs
+                it: the forward limit
   raw openvino  the same tile on the compiled OpenVINO network, warm
   memory        ``tiled_unet.segment(numpy array)``, backend torch / openvino
   zarr          ``tiled_unet.segment(zarr path, out=zarr path)``, backend torch / openvino
+
+With ``--unfolded`` each torch row is also run with the engine's BatchNorm folding turned off
+(the engine before it folded them), in the same run: the rows ``... torch-unfolded``.
 
 End-to-end rows run ``--runs`` times, the backends interleaved; the median is reported.
 
@@ -37,6 +41,7 @@ IMAGES = {"nuclei-2d": {"shape": (2048, 2048), "count": 3600, "radius": (7, 13),
 QUICK = {"nuclei-2d": {"shape": (512, 512), "count": 220, "radius": (7, 13), "seed": 5},
          "nuclei-3d": {"shape": (32, 128, 128), "count": 30, "radius": (7, 12), "seed": 5}}
 ROWS = ("raw torch", "raw openvino", "memory torch", "memory openvino", "zarr torch", "zarr openvino")
+UNFOLDED = ("raw torch-unfolded", "memory torch-unfolded", "zarr torch-unfolded")
 
 
 def make_image(spec: dict, workdir: Path) -> tuple[Path, Path]:
@@ -79,7 +84,7 @@ def raw_forward(spec: dict, backend: str) -> dict:
     x = torch.randn(input_shape)
     if backend == "torch":
         fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
-        net = net.to(memory_format=fmt)
+        net = net.fused_for_inference().to(memory_format=fmt)
         x = x.contiguous(memory_format=fmt)
 
         def call():
@@ -135,6 +140,13 @@ def segment_row(spec: dict, where: str, backend: str) -> dict:
 
 def child(spec: dict) -> dict:
     kind, backend = spec["row"].split()
+    if backend == "torch-unfolded":  # the engine as it was before it folded BatchNorm into convolutions
+        import copy
+
+        from tiled_unet.model import UNet
+
+        UNet.fused_for_inference = lambda self: copy.deepcopy(self).eval()
+        backend = "torch"
     result = raw_forward(spec, backend) if kind == "raw" else segment_row(spec, kind, backend)
     result["peak_rss_mib"] = peak_rss_mib()
     return result
@@ -168,8 +180,9 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict, bool]:
     npy, store = make_image(image, args.workdir)
     print(f"{name}: synthetic {image['shape']} image, {image['count']} nuclei, radius {image['radius']}", flush=True)
     results: dict[str, dict] = {}
+    rows = ROWS + (UNFOLDED if args.unfolded else ())
     for run in range(args.runs):  # the backends interleaved, so slow phases of the machine hit both
-        for row in ROWS if run == 0 else ROWS[2:]:
+        for row in rows if run == 0 else [r for r in rows if not r.startswith("raw")]:
             tag = row.replace(" ", "_")
             spec = {"row": row, "model": name, "npy": str(npy), "zarr": str(store), "repeats": args.repeats,
                     "out": str(args.workdir / f"backends_{name}_{tag}.zarr"),
@@ -189,10 +202,16 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict, bool]:
           f"openvino {results['raw openvino']['seconds']:.2f} s (first {results['raw openvino']['first_call']:.2f})")
     print(f"| row | time s (median of {args.runs}) | limit / time | cells | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|")
-    for row in ROWS[2:]:
+    for row in [r for r in rows if not r.startswith("raw")]:
         res = results[row]
         print(f"| {name} {row} | {res['seconds']:.2f} | {limit / res['seconds']:.2f} | {res['cells']} | "
               f"{res['peak_rss_mib']:.0f} |")
+    if args.unfolded:
+        raw_unfolded = results["raw torch-unfolded"]["seconds"]
+        print(f"{name}: BatchNorm folding, torch: raw forward {raw_unfolded / raw['seconds']:.2f}x ("
+              f"{raw_unfolded:.2f} s unfolded), in memory "
+              f"{results['memory torch-unfolded']['seconds'] / results['memory torch']['seconds']:.2f}x, zarr "
+              f"{results['zarr torch-unfolded']['seconds'] / results['zarr torch']['seconds']:.2f}x faster")
     target = {"nuclei-2d": 1.8, "nuclei-3d": 1.3}[name]
     ok = True
     for where in ("memory", "zarr"):
@@ -220,6 +239,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "_data",
                         help="where the images and outputs go (default: benchmarks/_data)")
     parser.add_argument("--quick", action="store_true", help="small images: a smoke test, not the targets")
+    parser.add_argument("--unfolded", action="store_true",
+                        help="also run the torch rows without BatchNorm folding (the engine before it)")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

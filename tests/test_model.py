@@ -196,3 +196,22 @@ def test_config_dict_round_trip_and_unknown_keys():
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown keys.*'kernel'"):
         UNetConfig.from_dict({**cfg.to_dict(), "kernel": 5})
+
+
+@pytest.mark.parametrize("ndim, shape", [(2, (1, 1, 60, 60)), (3, (1, 1, 44, 44, 44))])
+def test_folding_batchnorm_keeps_the_function_and_leaves_the_model(ndim, shape):
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(ndim=ndim, in_channels=1, num_classes=3, depth=2, base_channels=4, batch_norm=True))
+    x = torch.randn(8, *shape[1:])
+    net.train()
+    net(x)  # running statistics away from their start, as after training
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fused = net.fused_for_inference()
+    assert net.training and not fused.training
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) for m in fused.modules())
+    assert count_conv_layers(fused) == count_conv_layers(net)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    with torch.no_grad():
+        expected = net.eval()(x[:2])
+        torch.testing.assert_close(fused(x[:2]), expected, rtol=1e-4, atol=1e-5)

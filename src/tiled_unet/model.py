@@ -10,8 +10,11 @@ maps 572x572 to 388x388 with 23 convolutional layers.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .config import ModelConfig, UNetConfig
 from .engine.tiling import UNetGeometry
@@ -121,6 +124,28 @@ class UNet(nn.Module):
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Spatial output shape for a spatial input shape (ValueError if not valid)."""
         return self.geometry.output_shape(tuple(input_shape))
+
+    def fused_for_inference(self) -> "UNet":
+        """A copy in eval mode with each BatchNorm folded into the convolution before it.
+
+        The same function (float32 results within rounding, 1e-5); fewer passes over the data, so
+        faster, and in bfloat16 one rounding fewer per layer. This model is left as it is.
+        """
+        fused = copy.deepcopy(self).eval()
+        for block in fused.modules():
+            if not isinstance(block, ConvBlock):
+                continue
+            layers, kept = list(block), []
+            for layer in layers:
+                if isinstance(layer, (nn.BatchNorm2d, nn.BatchNorm3d)) and kept and \
+                        isinstance(kept[-1], (nn.Conv2d, nn.Conv3d)):
+                    kept[-1] = fuse_conv_bn_eval(kept[-1], layer)
+                else:
+                    kept.append(layer)
+            block._modules.clear()
+            for index, layer in enumerate(kept):
+                block.add_module(str(index), layer)
+        return fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (logits), shape ``(N, classes, *output_shape)``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,10 +23,20 @@ from tiled_unet.events import run_to_end
 
 
 class RecordingNet(UNet):
-    """A U-Net that records its input shapes and runs out of memory above set limits."""
+    """A U-Net that records its input shapes and runs out of memory above set limits.
 
-    max_voxels: int | None = None  # spatial voxels of one tile
-    max_batch: int | None = None
+    The engine runs a copy (:meth:`UNet.fused_for_inference`): the copy shares the record and limits.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.record = SimpleNamespace(calls=[], max_voxels=None, max_batch=None)  # voxels: of one tile
+
+    calls = property(lambda self: self.record.calls)
+    max_voxels = property(lambda self: self.record.max_voxels,
+                          lambda self, value: setattr(self.record, "max_voxels", value))
+    max_batch = property(lambda self: self.record.max_batch,
+                         lambda self, value: setattr(self.record, "max_batch", value))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(x.shape))
@@ -35,10 +46,15 @@ class RecordingNet(UNet):
             raise torch.OutOfMemoryError("simulated: batch too large")
         return super().forward(x)
 
+    def fused_for_inference(self) -> "RecordingNet":
+        fused = super().fused_for_inference()
+        fused.record = self.record
+        return fused
+
 
 def recording_net(max_voxels=None, max_batch=None, **config) -> RecordingNet:
     net = build_net(seed=1, net_class=RecordingNet, **config)
-    net.calls, net.max_voxels, net.max_batch = [], max_voxels, max_batch
+    net.max_voxels, net.max_batch = max_voxels, max_batch
     return net
 
 
@@ -279,3 +295,13 @@ def test_a_sink_object_receives_every_tile(net2d, image2d):
 def test_out_that_is_neither_array_nor_sink_is_refused(net2d, image2d):
     with pytest.raises(TypeError, match="a Sink"):
         tiled_unet.predict(image2d, net2d, out=[1, 2], **CPU)
+
+
+def test_predict_leaves_the_given_model_as_it_was(image2d):
+    net = build_net(seed=3, batch_norm=True)
+    net.train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    tiled_unet.predict(image2d, net, tile_shape=(16, 16), **CPU)
+    assert net.training
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    assert all(p.is_contiguous() for p in net.parameters())  # its memory format too

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import threading
+import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Generator
@@ -46,6 +48,27 @@ def _read_tile(source: Any, layout: Layout, frame: tuple[int, ...], tile: Tile,
         if take is not None:
             block = np.take(block, take, axis=axis)
     return normalize.apply(block, offset, scale)
+
+
+_INFERENCE_COPIES: "weakref.WeakKeyDictionary[UNet, tuple[tuple, UNet]]" = weakref.WeakKeyDictionary()
+_INFERENCE_COPIES_LOCK = threading.Lock()
+
+
+def _inference_network(net: UNet, device: torch.device, memory_format: torch.memory_format | None) -> UNet:
+    """``net`` with its BatchNorms folded (:meth:`UNet.fused_for_inference`), on ``device``; ``net`` is left
+    as it is. The copy is kept while ``net`` lives and its weights are unchanged (training makes a new one)."""
+    state = tuple((t.data_ptr(), t._version) for t in itertools.chain(net.parameters(), net.buffers()))
+    key = (state, str(device), str(memory_format))
+    with _INFERENCE_COPIES_LOCK:
+        kept = _INFERENCE_COPIES.get(net)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+    fused = net.fused_for_inference().to(device)
+    if memory_format is not None:
+        fused.to(memory_format=memory_format)
+    with _INFERENCE_COPIES_LOCK:
+        _INFERENCE_COPIES[net] = (key, fused)
+    return fused
 
 
 class _Runner:
@@ -174,11 +197,9 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     flops = forward_flops(net.config, tiles[0].input_shape) * len(tiles) * len(frames)
     openvino = OpenVINONetwork(net, amp) if resolve_backend(cfg.backend, device, amp, flops) == "openvino" else None
     channels_last = channels_last and openvino is None
-    was_training = net.training
-    net.to(device).eval()
-    if channels_last:
-        net.to(memory_format=torch.channels_last if geometry.ndim == 2 else torch.channels_last_3d)
-    runner = _Runner(net, device, amp, channels_last, geometry, openvino)
+    memory_format = (torch.channels_last if geometry.ndim == 2 else torch.channels_last_3d) if channels_last else None
+    network = net if openvino is not None else _inference_network(net, device, memory_format)
+    runner = _Runner(network, device, amp, channels_last, geometry, openvino)
     readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiled-unet-read")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiled-unet-write")
     writes: deque[tuple[Future, Any]] = deque()
@@ -239,7 +260,6 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)
-        net.train(was_training)
     for fut, _ in writes:
         fut.result()
     return sink.finish()
@@ -312,7 +332,7 @@ def whole_image_probabilities(image: np.ndarray, net: UNet, precision: str = "fl
 
     geometry = net.geometry
     padded, crop = mirror_pad_whole(image.astype(np.float32), geometry)
-    runner = _Runner(net.eval(), torch.device("cpu"), resolve_precision(precision, torch.device("cpu")),
+    runner = _Runner(_inference_network(net, torch.device("cpu"), None), torch.device("cpu"), resolve_precision(precision, torch.device("cpu")),
                      False, geometry)
     probs = runner.forward(padded[None])[0]
     shift = geometry.halo if net.config.padding == "same" else 0
