@@ -119,3 +119,26 @@ def test_core_imports_no_gui_toolkit():
                     [(node.module or "").split(".")[0]] if not node.level else [])
                 assert not set(roots) & set(gui), f"{name} imports {roots}"
         assert not any(dep.startswith("tiled_unet._napari") for dep in graph[name]), name
+
+
+#: imported inside functions: the optional extras (a missing one is an error only where it is used), and
+#: dask, a core dependency whose import (0.3 s) would add to every ``import tiled_unet`` for what only
+#: blockwise labelling and label counts use
+IMPORTED_ON_USE = {"napari", "magicgui", "qtpy", "openvino", "distributed", "dask"}
+
+
+def test_imports_inside_functions_are_only_optional_or_slow_to_import():
+    found = []
+    for name, path in module_names().items():
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    roots = {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom):
+                    roots = {"." * node.level + (node.module or "").split(".")[0]}
+                else:
+                    continue
+                found += [f"{name}.{function.name}: {root}" for root in roots - IMPORTED_ON_USE]
+    assert found == []

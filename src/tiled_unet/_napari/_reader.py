@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import zarr
 
 from ..io.arrays import TIFF_SUFFIXES, open_tiff
 from ..io.omezarr import multiscales_of, ome_attrs
@@ -69,8 +70,6 @@ def read_tiff(path: str | list[str]) -> list[tuple]:
 
 def read_zarr(path: str | list[str]) -> list[tuple]:
     """Layer data for one zarr path: ``[(data, metadata, layer_type)]``."""
-    import zarr
-
     if isinstance(path, list):
         path = path[0]
     node = zarr.open(str(path), mode="r")

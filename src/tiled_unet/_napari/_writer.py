@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from ..io.arrays import UNIT, source_path
 from ..io.paths import within_path
@@ -50,8 +51,6 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
 
 def write_labels_zarr(path: str, data: Any, meta: dict) -> list[str]:
     """Write one Labels layer to a new zarr array, block by block (never loads it whole)."""
-    import zarr
-
     _refuse_source(path, data)
     if Path(path).exists():
         raise FileExistsError(f"{path} already exists; choose a new name (zarr outputs are never replaced "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import sys
 import time
@@ -66,8 +67,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
     stats = evaluate(args.pred, args.gt, thresholds=args.thresholds or DEFAULT_THRESHOLDS)
     if args.json:
         print(json.dumps({"per_threshold": [s.to_dict() for s in stats], "summary": summary(stats)}, indent=2))

@@ -17,6 +17,7 @@ import os
 from typing import Any, Generator
 
 import numpy as np
+import zarr
 
 from ..config import InferenceConfig, TileProgress
 from ..io.arrays import create_zarr_output, open_image, publish_zarr_output, source_path
@@ -59,8 +60,6 @@ def _run_block(image: Any, digest: str, data: bytes, out: str, frame: int, tiles
                intensity: tuple[np.ndarray, np.ndarray], plan: TilePlan, options: dict,
                done: set[tuple[int, int]], record: str | None) -> int:
     """On a worker: predict ``tiles`` of ``frame`` of the client's ``plan`` into the zarr array at ``out``."""
-    import zarr
-
     net = _worker_model(digest, data)
     target = zarr.open_array(out, mode="r+")
     hook = TileRecord(record, done, select={frame: set(tiles)}, intensities={frame: intensity}, out=target,

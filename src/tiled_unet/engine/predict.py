@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import shutil
+import tempfile
 import threading
 import weakref
 from collections import deque
@@ -268,10 +270,6 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
 def _predict_resampled(image, source, layout: Layout, plan: ScalePlan, net: UNet, out, overwrite: bool,
                        cfg: InferenceConfig, model_grid: bool) -> Generator[TileProgress, None, Any]:
     """Predict on the image resampled to the model's voxel and cell size, then resample back."""
-    import shutil
-    import tempfile
-
-    factors = plan.factors
     factors = plan.factors
     spatial = dict(zip(layout.spatial_indices, factors))
     view = ResampledArray(source, [resampled_size(n, spatial[a]) if a in spatial else n

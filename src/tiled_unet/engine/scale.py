@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -47,8 +48,6 @@ def plan_scale(source: Any, layout: Layout, net: UNet, voxel_size: Any, diameter
             on_base = _estimate_on_base(source, layout, net, base, cells_of)
             estimated = True
             if on_base is None:
-                import warnings
-
                 warnings.warn(f"too few cells found to estimate their diameter; the image is used at its own "
                               f"scale: pass diameter= (pixels{', or the unit of voxel_size' if uses_voxel else ''})"
                               f" if its cells are much smaller or larger than {stored.diameter:.0f} pixels",

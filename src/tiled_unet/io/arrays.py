@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 import zarr
 
 from .omezarr import multiscales_of
@@ -47,8 +48,6 @@ def open_zarr(path: str | os.PathLike, mode: str = "r") -> Any:
 
 def open_tiff(path: str | os.PathLike) -> Any:
     """A TIFF as a memory map where its layout allows, otherwise as a lazy zarr view."""
-    import tifffile
-
     try:
         return tifffile.memmap(str(path), mode="r")
     except (ValueError, OSError):

@@ -6,6 +6,7 @@ metadata) and the name to ``labels``' list; the image's own arrays are never tou
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from dataclasses import dataclass
@@ -131,7 +132,5 @@ def write_ome_labels(image: OmeImage, name: str, labels: Any, scratch: Path, ove
 
 
 def _chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...]):
-    import itertools
-
     for corner in itertools.product(*(range(0, n, c) for n, c in zip(shape, chunks))):
         yield tuple(slice(i, min(i + c, n)) for i, c, n in zip(corner, chunks, shape))

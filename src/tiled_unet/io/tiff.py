@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 
 from .paths import partial_path
 from .units import unit_factor
@@ -79,8 +80,6 @@ def model_axes(tiff_axes: str) -> str | None:
 
 def read_tiff_meta(path: str | os.PathLike) -> TiffMeta:
     """Axes and voxel size of a TIFF's first series; raises ValueError for unreadable files."""
-    import tifffile
-
     try:
         with tifffile.TiffFile(os.fspath(path)) as tif:
             if not tif.series or not tif.pages:
@@ -120,8 +119,6 @@ def write_tiff(path: str | os.PathLike, array: Any, axes: str, voxel_size: dict[
     Written to ``.<name>.partial`` in the same folder and renamed into place, so a failed or stopped
     write never leaves a partial file under ``path`` nor touches the file already there.
     """
-    import tifffile
-
     path = Path(path)
     sizes = voxel_size or {}
     planar = {"X", "Y"} <= set(sizes)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import multiprocessing
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -244,13 +246,8 @@ class PatchStream:
                                      augment_config)
         self._task = self._sample
         if workers and worker_type == "threads":
-            from concurrent.futures import ThreadPoolExecutor
-
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tiled-unet-patches")
         elif workers:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             # the data go to the processes as files they memory-map, not as a pickled copy for each
             self._shared = tempfile.TemporaryDirectory(prefix="tiled-unet-patches-")
             files = _share_examples(self._sample.examples, self._shared.name)
@@ -321,8 +318,6 @@ def split_validation(pairs: list[tuple[np.ndarray, np.ndarray]], fraction: float
 
 def pair_paths(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[str, str]]:
     """Image and label files paired by name from two folders (or two single files)."""
-    from pathlib import Path
-
     images, labels = Path(images), Path(labels)
     if not images.is_dir():
         return [(str(images), str(labels))]
