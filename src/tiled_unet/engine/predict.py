@@ -330,8 +330,8 @@ def whole_image_probabilities(image: np.ndarray, net: UNet, precision: str = "fl
 
     geometry = net.geometry
     padded, crop = mirror_pad_whole(image.astype(np.float32), geometry)
-    runner = _Runner(_inference_network(net, torch.device("cpu"), None), torch.device("cpu"), resolve_precision(precision, torch.device("cpu")),
-                     False, geometry)
+    cpu = torch.device("cpu")
+    runner = _Runner(_inference_network(net, cpu, None), cpu, resolve_precision(precision, cpu), False, geometry)
     probs = runner.forward(padded[None])[0]
     shift = geometry.halo if net.config.padding == "same" else 0
     return probs[(slice(None),) + tuple(slice(c.start + shift, c.stop + shift) for c in crop)]
