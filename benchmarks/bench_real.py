@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-classical", action="store_true", help="skip the classical baseline")
     parser.add_argument("--figure", type=Path, help="PNG of the first model's worst frame")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="inference precision of the models (default: auto, as a user runs them)")
     parser.add_argument("--count-border-cells", action="store_true",
                         help="score unmatched cells at the image border too (the plain column always does)")
     args = parser.parse_args(argv)
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
     results = []
     for name in args.models:
         net = tiled_unet.load_model(name)
-        options = dict(device=args.device, voxel_size=voxel, diameter=args.diameter)
+        options = dict(device=args.device, voxel_size=voxel, diameter=args.diameter, precision=args.precision)
         results.append(run_method(name, lambda image: tiled_unet.segment(image, net, **options), images, labels,
                                    rule))
     if not args.no_classical:
