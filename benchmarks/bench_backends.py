@@ -13,6 +13,11 @@ cell size, CPU):
 
 With ``--unfolded`` each torch row is also run with the engine's BatchNorm folding turned off
 (the engine before it folded them), in the same run: the rows ``... torch-unfolded``.
+With ``--small-pages`` each torch row is also run with ``THP_MEM_ALLOC_ENABLE=0`` (PyTorch's
+CPU buffers on 4 KiB pages, the engine before it turned huge pages on): ``... torch-4k``.
+With ``--glibc-hugetlb`` each OpenVINO row is also run with
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (OpenVINO's buffers on huge pages; a variable the
+user sets before Python starts): ``... openvino-hugetlb``.
 
 End-to-end rows run ``--runs`` times, the backends interleaved; the median is reported.
 
@@ -42,6 +47,10 @@ QUICK = {"nuclei-2d": {"shape": (512, 512), "count": 220, "radius": (7, 13), "se
          "nuclei-3d": {"shape": (32, 128, 128), "count": 30, "radius": (7, 12), "seed": 5}}
 ROWS = ("raw torch", "raw openvino", "memory torch", "memory openvino", "zarr torch", "zarr openvino")
 UNFOLDED = ("raw torch-unfolded", "memory torch-unfolded", "zarr torch-unfolded")
+SMALL_PAGES = ("raw torch-4k", "memory torch-4k", "zarr torch-4k")
+GLIBC_HUGETLB = ("raw openvino-hugetlb", "memory openvino-hugetlb", "zarr openvino-hugetlb")
+#: environment of the variant rows (the suffix of their backend)
+VARIANT_ENV = {"4k": {"THP_MEM_ALLOC_ENABLE": "0"}, "hugetlb": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}}
 
 
 def make_image(spec: dict, workdir: Path) -> tuple[Path, Path]:
@@ -147,6 +156,7 @@ def child(spec: dict) -> dict:
 
         UNet.fused_for_inference = lambda self: copy.deepcopy(self).eval()
         backend = "torch"
+    backend = backend.split("-")[0]  # torch-4k, openvino-hugetlb: their environment is set by the parent
     result = raw_forward(spec, backend) if kind == "raw" else segment_row(spec, kind, backend)
     result["peak_rss_mib"] = peak_rss_mib()
     return result
@@ -180,14 +190,16 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict, bool]:
     npy, store = make_image(image, args.workdir)
     print(f"{name}: synthetic {image['shape']} image, {image['count']} nuclei, radius {image['radius']}", flush=True)
     results: dict[str, dict] = {}
-    rows = ROWS + (UNFOLDED if args.unfolded else ())
+    rows = (ROWS + (UNFOLDED if args.unfolded else ()) + (SMALL_PAGES if args.small_pages else ())
+            + (GLIBC_HUGETLB if args.glibc_hugetlb else ()))
     for run in range(args.runs):  # the backends interleaved, so slow phases of the machine hit both
         for row in rows if run == 0 else [r for r in rows if not r.startswith("raw")]:
             tag = row.replace(" ", "_")
             spec = {"row": row, "model": name, "npy": str(npy), "zarr": str(store), "repeats": args.repeats,
                     "out": str(args.workdir / f"backends_{name}_{tag}.zarr"),
                     "labels": str(args.workdir / f"backends_{name}_{tag}_labels.npy")}
-            res = run_script(__file__, "--row", spec)
+            variant = row.split()[1].partition("-")[2]
+            res = run_script(__file__, "--row", spec, env=VARIANT_ENV.get(variant))
             res["labels_path"] = spec["labels"]
             print(f"  {row}: {res['seconds']:.2f} s, peak RSS {res['peak_rss_mib']:.0f} MiB"
                   + (f" ({'; '.join(res['notes'])})" if res.get("notes") else ""), flush=True)
@@ -212,6 +224,12 @@ def run_model(name: str, args: argparse.Namespace) -> tuple[dict, bool]:
               f"{raw_unfolded:.2f} s unfolded), in memory "
               f"{results['memory torch-unfolded']['seconds'] / results['memory torch']['seconds']:.2f}x, zarr "
               f"{results['zarr torch-unfolded']['seconds'] / results['zarr torch']['seconds']:.2f}x faster")
+    for variant, base in (("torch-4k", "torch"), ("openvino-hugetlb", "openvino")):
+        if f"memory {variant}" in results:
+            ratios = {where: results[f"{where} {variant}"]["seconds"] / results[f"{where} {base}"]["seconds"]
+                      for where in ("raw", "memory", "zarr")}
+            print(f"{name}: {variant} takes " + ", ".join(f"{r:.2f}x ({where})" for where, r in ratios.items())
+                  + f" the time of {base}")
     target = {"nuclei-2d": 1.8, "nuclei-3d": 1.3}[name]
     ok = True
     for where in ("memory", "zarr"):
@@ -241,6 +259,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small images: a smoke test, not the targets")
     parser.add_argument("--unfolded", action="store_true",
                         help="also run the torch rows without BatchNorm folding (the engine before it)")
+    parser.add_argument("--small-pages", action="store_true",
+                        help="also run the torch rows with THP_MEM_ALLOC_ENABLE=0 (4 KiB pages)")
+    parser.add_argument("--glibc-hugetlb", action="store_true",
+                        help="also run the OpenVINO rows with GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

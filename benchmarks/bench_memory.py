@@ -99,10 +99,11 @@ def child(spec: dict) -> dict:
     return result
 
 
-def run_script(script: str, flag: str, spec: dict) -> dict:
-    """Run ``script flag JSON`` in a fresh Python process; return the dict of its last ``RESULT`` line."""
+def run_script(script: str, flag: str, spec: dict, env: dict | None = None) -> dict:
+    """Run ``script flag JSON`` in a fresh Python process (``env``: variables added to its
+    environment); return the dict of its last ``RESULT`` line."""
     proc = subprocess.run([sys.executable, os.path.abspath(script), flag, json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout + proc.stderr)
