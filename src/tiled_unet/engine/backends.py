@@ -2,13 +2,13 @@
 
 ``backend="auto"`` picks OpenVINO where it was measured faster: on the CPU, when it is
 installed, the precision resolves to bfloat16 (``auto`` on CPUs with native bf16, or
-``bfloat16``) and the job is large enough to pay for the compilation (at least
+``bfloat16``) and the job is large enough to pay for starting and compiling it (at least
 :data:`AUTO_MIN_FLOPS` of network work); PyTorch otherwise (float32 on CPU: OpenVINO was
-slower on the 3D model; GPUs; small images, where the 0.5-0.7 s of starting OpenVINO,
-compiling and its first call cost more than the forward passes save: on 2 cores, against
-PyTorch with its BatchNorms folded, OpenVINO was 0.80x as fast at 3.9e11 of network work
-(a 1536 x 1536 image with ``nuclei-2d``) and 1.21x at 6.8e11 (2048 x 2048);
-``benchmarks/bench_auto_backend.py``).
+slower on the 3D model; GPUs; smaller jobs). On 2 cores, against PyTorch with its BatchNorms
+folded and its buffers on huge pages, OpenVINO was 0.83x as fast at 1.8e11 of network work
+(a 1024 x 1024 image with ``nuclei-2d``), 0.95x at 6.8e11 (2048 x 2048, one tile) and
+1.12-1.37x at 4.2e12 (four tiles); ``nuclei-3d`` on 64 x 256 x 256 (5.0e12) 1.10-1.22x
+end to end (``benchmarks/bench_auto_backend.py``, ``benchmarks/bench_backends.py``).
 The OpenVINO network is written in memory from the loaded model's layers and weights
 (:mod:`.openvino_graph`, milliseconds) and compiled once per tile input shape for the run
 (0.2-0.3 s per shape on 2 cores). The cell-size probes always run on PyTorch: they are small
@@ -30,7 +30,7 @@ from .openvino_graph import openvino_model
 BACKENDS = ("auto", "torch", "openvino")
 INSTALL_HINT = "pip install 'napari-tiled-unet[openvino]'"
 #: network work (floating point operations) from which ``auto`` picks OpenVINO
-AUTO_MIN_FLOPS = 5e11
+AUTO_MIN_FLOPS = 2e12
 
 
 def openvino_installed() -> bool:
