@@ -24,6 +24,7 @@ from ..io.arrays import create_zarr_output, open_image, publish_zarr_output, sou
 from ..model import UNet
 from ..weights import model_bytes, model_from_bytes, resolve_model
 from . import normalize
+from .nodata import without_fill
 from .plan import TilePlan, TileRecord, tile_plan
 from .predict import predict_iter
 
@@ -86,13 +87,13 @@ def predict_blocks_iter(image: Any, net: UNet, out: Any, plan: TilePlan, record:
     if path is None:
         raise ValueError("a distributed run writes into a zarr array on disk that every worker can reach")
     src = source_path(image)
-    source = open_image(image)
+    layout = plan.layout
+    source = without_fill(open_image(image), layout, net.model_config.normalization)
     ref = src if isinstance(image, (str, os.PathLike)) else image
     if not isinstance(image, (str, os.PathLike)) and src is None:
         ref = client.scatter(np.asarray(image), broadcast=True)
     data, digest = model_bytes(net)
     data_ref = client.scatter(data, broadcast=True)
-    layout = plan.layout
     options = dataclasses.asdict(cfg)
     frames = list(itertools.product(*(range(n) for n in layout.lead_shape)))
     per = _block_tiles(plan, cfg.batch_size, len(client.scheduler_info().get("workers", {})) or 1)

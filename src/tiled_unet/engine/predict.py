@@ -32,6 +32,7 @@ from ..weights import resolve_model
 from . import normalize
 from .backends import OpenVINONetwork, resolve_backend
 from .devices import forward_flops, resolve_device, resolve_precision
+from .nodata import without_fill
 from .plan import TilePlan, make_tile_plan
 from .resample import ResampledArray, resampled_size
 from .scale import ScalePlan, plan_scale
@@ -135,6 +136,7 @@ def scale_plan(image: Any, model: UNet | str | os.PathLike, *, axes: str | None 
     net = resolve_model(model)
     source = open_image(image)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
+    source = without_fill(source, layout, net.model_config.normalization)
     return _scale_plan(source, layout, net, voxel_size, diameter, cfg)
 
 
@@ -176,6 +178,7 @@ def predict_iter(image: Any, model: UNet | str | os.PathLike, *, out: Any = None
     net = resolve_model(model)
     source = open_image(image)
     layout = parse_layout(source.shape, source.dtype, net.config, axes)
+    source = without_fill(source, layout, net.model_config.normalization)
     plan = _scale_plan(source, layout, net, voxel_size, diameter, cfg)
     if plan.factors is not None:
         if tile_hook is not None or tile_plan is not None:
