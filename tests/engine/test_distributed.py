@@ -147,3 +147,17 @@ def test_cancelled_cluster_labelling_leaves_no_task_writing(client, tmp_path):
                             overwrite=True, tmpdir=scratch)
     assert done.attrs["complete"] is True
     assert np.array_equal(done[...], instances_from_probabilities(probs))
+
+
+def test_cluster_reads_an_empty_margin_as_in_process(client, tmp_path, one_torch_thread):
+    from tiled_unet.engine.distributed import predict_distributed
+
+    base = sample("nuclei-2d")[0][:160, :160]
+    image = np.zeros((2, 224, 224), base.dtype)  # frames padded with a zero margin, as after registration
+    image[0, 32:192, 32:192], image[1, 20:180, 50:210] = base, base[::-1]
+    path = tmp_path / "padded.zarr"
+    zarr.open_array(str(path), mode="w", shape=image.shape, chunks=(1, 64, 64), dtype=image.dtype)[:] = image
+    expected = predict(str(path), M2, out=tmp_path / "local.zarr", **OPTIONS)
+    result = predict_distributed(path, M2, tmp_path / "cluster.zarr", client, **OPTIONS)
+    assert np.array_equal(result[...], expected[...])
+    assert expected[:, 0, :8, :8].min() > 0.9  # the margin is background (class 0)

@@ -24,7 +24,7 @@ from ..io.arrays import create_zarr_output, open_image, publish_zarr_output, sou
 from ..model import UNet
 from ..weights import model_bytes, model_from_bytes, resolve_model
 from . import normalize
-from .nodata import without_fill
+from .nodata import FilledArray, without_fill
 from .plan import TilePlan, TileRecord, tile_plan
 from .predict import predict_iter
 
@@ -59,9 +59,11 @@ def _worker_model(digest: str, data: bytes) -> UNet:
 
 def _run_block(image: Any, digest: str, data: bytes, out: str, frame: int, tiles: list[int],
                intensity: tuple[np.ndarray, np.ndarray], plan: TilePlan, options: dict,
-               done: set[tuple[int, int]], record: str | None) -> int:
-    """On a worker: predict ``tiles`` of ``frame`` of the client's ``plan`` into the zarr array at ``out``."""
+               done: set[tuple[int, int]], record: str | None, fill: tuple[float, float] | None = None) -> int:
+    """On a worker: predict ``tiles`` of ``frame`` of the client's ``plan`` into the zarr array at ``out``
+    (``fill``: the empty-margin value and background level the client found, see :mod:`.nodata`)."""
     net = _worker_model(digest, data)
+    image = FilledArray(open_image(image), *(fill or (None, None)))  # checked by the client: not again
     target = zarr.open_array(out, mode="r+")
     hook = TileRecord(record, done, select={frame: set(tiles)}, intensities={frame: intensity}, out=target,
                       plan=plan)
@@ -89,6 +91,7 @@ def predict_blocks_iter(image: Any, net: UNet, out: Any, plan: TilePlan, record:
     src = source_path(image)
     layout = plan.layout
     source = without_fill(open_image(image), layout, net.model_config.normalization)
+    fill = (source.fill, source.background) if isinstance(source, FilledArray) else None
     ref = src if isinstance(image, (str, os.PathLike)) else image
     if not isinstance(image, (str, os.PathLike)) and src is None:
         ref = client.scatter(np.asarray(image), broadcast=True)
@@ -110,7 +113,7 @@ def predict_blocks_iter(image: Any, net: UNet, out: Any, plan: TilePlan, record:
             block = [t for t in range(start, min(start + per, len(plan.tiles))) if t in remaining]
             if block:
                 futures.append(client.submit(_run_block, ref, digest, data_ref, path, f, block, intensity,
-                                             plan, options, record.done, record.path, pure=False))
+                                             plan, options, record.done, record.path, fill, pure=False))
     try:
         yield TileProgress(done, total, 0, len(frames))
         for future in as_completed(futures):

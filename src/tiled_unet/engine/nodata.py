@@ -52,12 +52,14 @@ def find_fill(samples: np.ndarray, config: NormalizationConfig) -> tuple[float, 
 
 
 class FilledArray:
-    """``source`` with its ``fill`` values read as ``background`` (same shape and dtype)."""
+    """``source`` with its ``fill`` values read as ``background`` (same shape and dtype);
+    ``fill=None``: ``source`` as it is, checked for a fill value and found without one."""
 
-    def __init__(self, source: Any, fill: float, background: float):
+    def __init__(self, source: Any, fill: float | None, background: float | None):
         self.source, self.fill = source, fill
         self.shape, self.dtype, self.ndim = tuple(source.shape), np.dtype(source.dtype), len(source.shape)
-        self.background = (np.round(background) if self.dtype.kind in "iu" else background)
+        self.background = (np.round(background) if background is not None and self.dtype.kind in "iu"
+                           else background)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -68,6 +70,8 @@ class FilledArray:
 
     def __getitem__(self, index: Any) -> np.ndarray:
         block = read_region(self.source, index)
+        if self.fill is None:
+            return block
         return np.where(block == self.fill, np.asarray(self.background, self.dtype), block)
 
 
