@@ -32,7 +32,7 @@ from ..weights import resolve_model
 from . import normalize
 from .backends import OpenVINONetwork, resolve_backend
 from .devices import forward_flops, resolve_device, resolve_precision
-from .nodata import without_fill
+from .nodata import FilledArray, without_fill
 from .plan import TilePlan, make_tile_plan
 from .resample import ResampledArray, resampled_size
 from .scale import ScalePlan, plan_scale
@@ -277,6 +277,7 @@ def _predict_resampled(image, source, layout: Layout, plan: ScalePlan, net: UNet
     spatial = dict(zip(layout.spatial_indices, factors))
     view = ResampledArray(source, [resampled_size(n, spatial[a]) if a in spatial else n
                                    for a, n in enumerate(source.shape)])
+    view = FilledArray(view, None, None)  # checked for an empty margin before resampling: not again
     final_shape = layout.output_shape(net.config.num_classes)
     if model_grid:
         probs = yield from predict_iter(view, net, out=out, axes=layout.axes, config=cfg, diameter="off",
